@@ -1,0 +1,1 @@
+"""Data: image files, the shared preprocessing, vocabularies, and (later) datasets."""

@@ -1,0 +1,140 @@
+"""From files to RGB images: finding image files and reading them safely.
+
+Every image that enters captioner (captioning, training, visualisation, attacks)
+is read by :func:`load_image`, so every path through the package handles the same
+awkward inputs the same way: EXIF orientation, transparency, palettes, 16-bit and
+CMYK files, truncated or corrupt files and decompression bombs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+
+#: Images with more pixels than this are refused (PIL's own default, about 89 megapixels).
+DEFAULT_MAX_PIXELS = 89_478_485
+
+#: Transparent pixels are composited onto this colour.
+BACKGROUND = (255, 255, 255)
+
+
+class ImageLoadError(Exception):
+    """An image file could not be read. ``str(error)`` names the file and the reason."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read an image file as an upright 8-bit RGB PIL image.
+
+    Raises :class:`ImageLoadError` with a one-line reason for anything that is not
+    a readable image of at most ``max_pixels`` pixels.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ImageLoadError(path, "is a directory, not an image file")
+        if path.stat().st_size == 0:
+            raise ImageLoadError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            # PIL only warns between max_pixels and 2 * max_pixels; refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            previous = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            try:
+                with Image.open(path) as image:
+                    image.load()
+                    return to_rgb(image)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError(path, "no such file") from None
+    except PermissionError:
+        raise ImageLoadError(path, "permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "not an image file (unknown or corrupt format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageLoadError(
+            path, f"image too large (possible decompression bomb; limit {max_pixels:,} pixels): {error}"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        reason = str(error) or type(error).__name__
+        if "truncated" in reason.lower():
+            raise ImageLoadError(path, f"truncated image file ({reason})") from None
+        raise ImageLoadError(path, f"corrupt image file ({reason})") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL image to upright 8-bit RGB.
+
+    Transparency is composited onto a white background (dropping alpha would turn
+    transparent pixels into whatever colour they happen to store, often black), and
+    16-bit or 32-bit grey levels are scaled rather than clipped.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        image = _high_depth_to_l(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def _high_depth_to_l(image: Image.Image) -> Image.Image:
+    """Map a 16/32-bit integer or float grey image to 8-bit grey ("L")."""
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+    elif image.mode.startswith("I;16") or array.max() > 255:
+        scaled = array / 257.0  # 65535 -> 255
+    else:
+        scaled = array
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def find_images(inputs: list[str]) -> list[str]:
+    """Expand files, folders (recursively) and glob patterns into a list of paths.
+
+    Folders contribute only files with an image extension, in sorted order. Files
+    named explicitly are kept whatever their extension, so that a mistake (a text
+    file, a missing file) is reported by :func:`load_image` instead of vanishing.
+    """
+    paths: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = []
+            for root, dirs, files in os.walk(item):
+                dirs.sort()
+                found.extend(
+                    os.path.join(root, name)
+                    for name in files
+                    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+                )
+            paths.extend(sorted(found))
+        elif not os.path.exists(item) and glob.has_magic(item):
+            matches = [m for m in sorted(glob.glob(item, recursive=True)) if os.path.isfile(m)]
+            # A pattern that matches nothing stays in the list, so it is reported as missing.
+            paths.extend(matches or [item])
+        else:
+            paths.append(item)
+    return paths

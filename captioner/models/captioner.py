@@ -1,0 +1,71 @@
+"""The captioning network: an image encoder feeding an LSTM decoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .decoder import DecoderConfig, LSTMDecoder
+from .encoder import EncoderSpec, ImageEncoder, build_encoder
+
+
+class CaptionModel(nn.Module):
+    """``encoder`` (pixels -> feature vector) and ``decoder`` (features -> words)."""
+
+    def __init__(self, encoder: ImageEncoder, decoder: LSTMDecoder):
+        super().__init__()
+        if encoder.feature_dim != decoder.config.feature_dim:
+            raise ValueError(
+                f"encoder {encoder.spec.backbone} gives {encoder.feature_dim}-d features but the decoder "
+                f"expects {decoder.config.feature_dim}"
+            )
+        self.encoder = encoder
+        self.decoder = decoder
+
+    @classmethod
+    def build(cls, spec: EncoderSpec, vocab_size: int, **decoder_options) -> "CaptionModel":
+        encoder = build_encoder(spec)
+        config = DecoderConfig(vocab_size=vocab_size, feature_dim=encoder.feature_dim, **decoder_options)
+        return cls(encoder, LSTMDecoder(config))
+
+    def forward(self, pixels: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits for images given as pixels (see ``LSTMDecoder.forward``)."""
+        return self.decoder(self.encoder(pixels), captions, lengths)
+
+    def encoder_state_to_save(self) -> dict | None:
+        """The encoder's weights if they cannot be rebuilt from its spec, else None."""
+        if self.encoder.fine_tuned or self.encoder.spec.weights is None:
+            return self.encoder.state_dict()
+        return None
+
+    @classmethod
+    def from_checkpoint_data(cls, data: dict) -> "CaptionModel":
+        """Rebuild the model a (validated) checkpoint dict describes. Raises ValueError on mismatches."""
+        spec = EncoderSpec.from_dict(data["encoder"]["spec"])
+        encoder_state = data["encoder"].get("state_dict")
+        encoder = build_encoder(spec, load_weights=encoder_state is None)
+        if encoder_state is not None:
+            _load(encoder, encoder_state, "encoder")
+            encoder.fine_tuned = True
+        config = DecoderConfig.from_dict(data["decoder"]["config"])
+        if config.vocab_size != len(data["vocab"]["itos"]):
+            raise ValueError(
+                f"decoder has {config.vocab_size} output words but the vocabulary has {len(data['vocab']['itos'])}"
+            )
+        decoder = LSTMDecoder(config)
+        _load(decoder, data["decoder"]["state_dict"], "decoder")
+        return cls(encoder, decoder)
+
+
+def _load(module: nn.Module, state: dict, what: str) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{what} weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f"{what} weight {key} has shape {tuple(value.shape)}, the model expects {tuple(expected[key].shape)}"
+            )
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})

@@ -1,0 +1,103 @@
+"""The caption decoder: word embedding + LSTM, initialised from the image features.
+
+The image's feature vector is projected (one linear map each) to the initial hidden
+and cell states h0 and c0 of every LSTM layer. Training uses teacher forcing on
+packed variable-length sequences; decoding (:mod:`captioner.decoding`) drives the
+same network one step at a time through :meth:`LSTMDecoder.step`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+LSTMState = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The decoder's shape. ``feature_dim`` is the encoder's output size."""
+
+    vocab_size: int
+    feature_dim: int
+    embed_dim: int = 512
+    hidden_size: int = 512
+    num_layers: int = 1
+    dropout: float = 0.5
+
+    def __post_init__(self):
+        for name in ("vocab_size", "feature_dim", "embed_dim", "hidden_size", "num_layers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"decoder {name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"decoder dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DecoderConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown decoder config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class LSTMDecoder(nn.Module):
+    def __init__(self, config: DecoderConfig, pad_id: int = 0):
+        super().__init__()
+        self.config = config
+        layers, hidden = config.num_layers, config.hidden_size
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=pad_id)
+        self.init_h = nn.Linear(config.feature_dim, layers * hidden)
+        self.init_c = nn.Linear(config.feature_dim, layers * hidden)
+        self.lstm = nn.LSTM(
+            config.embed_dim, hidden, num_layers=layers, batch_first=True,
+            dropout=config.dropout if layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(hidden, config.vocab_size)
+
+    def init_state(self, features: torch.Tensor) -> LSTMState:
+        """h0 and c0 of every layer from the image features: each (layers, B, hidden)."""
+        if features.ndim != 2 or features.shape[1] != self.config.feature_dim:
+            raise ValueError(
+                f"decoder expects features of shape (B, {self.config.feature_dim}), got {tuple(features.shape)}"
+            )
+        features = self.dropout(features)
+        batch, layers, hidden = features.shape[0], self.config.num_layers, self.config.hidden_size
+        h0 = self.init_h(features).view(batch, layers, hidden).transpose(0, 1).contiguous()
+        c0 = self.init_c(features).view(batch, layers, hidden).transpose(0, 1).contiguous()
+        return h0, c0
+
+    def forward(self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits.
+
+        ``captions`` (B, T) hold ``<start> w1 .. wn <end>`` padded with ``<pad>``;
+        ``lengths`` (B,) count the tokens including both specials. The network reads
+        ``captions[:, :-1]`` and the returned logits (B, T-1, vocab) predict
+        ``captions[:, 1:]``; positions past each caption's end are zero.
+        """
+        inputs = captions[:, :-1]
+        steps = (lengths - 1).clamp(min=1).cpu()
+        embedded = self.dropout(self.embed(inputs))
+        packed = pack_padded_sequence(embedded, steps, batch_first=True, enforce_sorted=False)
+        output, _ = self.lstm(packed, self.init_state(features))
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=inputs.shape[1])
+        return self.out(self.dropout(output))
+
+    def step(self, tokens: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
+        """One decoding step: log-probabilities (N, vocab) of the next token after ``tokens`` (N,)."""
+        embedded = self.embed(tokens).unsqueeze(1)
+        output, state = self.lstm(embedded, state)
+        return torch.log_softmax(self.out(output.squeeze(1)), dim=-1), state
+
+    @staticmethod
+    def reorder_state(state: LSTMState, index: torch.Tensor) -> LSTMState:
+        """Select (and repeat) sequences of the state along the batch dimension."""
+        h, c = state
+        return h.index_select(1, index), c.index_select(1, index)

@@ -1,0 +1,82 @@
+"""Hand-built models and files shared by the tests."""
+
+from __future__ import annotations
+
+import torch
+
+from captioner.checkpoint import make_checkpoint, save_checkpoint
+from captioner.data.vocab import Vocabulary
+from captioner.models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
+
+START, END = 1, 2
+
+
+class MarkovDecoder:
+    """A step decoder whose next-token distribution depends only on the previous token.
+
+    ``table[prev]`` is the probability of each next token; the features are ignored.
+    Known sequence probabilities make it a hand-built test case for the searches.
+    """
+
+    def __init__(self, table):
+        self.log_table = torch.tensor(table, dtype=torch.float64).log().float()
+
+    def init_state(self, features):
+        return torch.zeros(features.shape[0])
+
+    def step(self, tokens, state):
+        return self.log_table[tokens], state
+
+    @staticmethod
+    def reorder_state(state, index):
+        return state[index]
+
+
+def markov_table(transitions: dict[int, dict[int, float]], vocab_size: int) -> list[list[float]]:
+    table = [[0.0] * vocab_size for _ in range(vocab_size)]
+    for prev, nxt in transitions.items():
+        for token, p in nxt.items():
+            table[prev][token] = p
+    return table
+
+
+def sequence_log_prob(table, tokens) -> float:
+    """Log-probability of <start> tokens <end> under a Markov table."""
+    logp, prev = 0.0, START
+    for token in [*tokens, END]:
+        logp += float(torch.tensor(table[prev][token], dtype=torch.float64).log())
+        prev = token
+    return logp
+
+
+def random_decoder(vocab_size=12, feature_dim=8, hidden=16, layers=1, seed=0) -> LSTMDecoder:
+    torch.manual_seed(seed)
+    config = DecoderConfig(vocab_size=vocab_size, feature_dim=feature_dim, embed_dim=8,
+                           hidden_size=hidden, num_layers=layers, dropout=0.0)
+    decoder = LSTMDecoder(config).eval()
+    with torch.no_grad():  # sharper distributions than the default init, so searches differ
+        decoder.out.weight.mul_(8.0)
+    return decoder
+
+
+CAPTIONS = [
+    "a cup of coffee on a table", "a cat lying on a blanket", "a red rocket on a launch pad",
+    "an astronaut in a space suit", "a clock on the wall", "some old coins", "a dog on the grass",
+]
+
+
+def tiny_checkpoint(path, seed=0, hidden=32, half=False, decoding=None):
+    """A small untrained captioner on the real offline Lite0 encoder, saved to ``path``."""
+    torch.manual_seed(seed)
+    vocab = Vocabulary.build(CAPTIONS)
+    encoder = build_encoder(EncoderSpec())
+    config = DecoderConfig(vocab_size=len(vocab), feature_dim=encoder.feature_dim, embed_dim=16,
+                           hidden_size=hidden, num_layers=1, dropout=0.0)
+    model = CaptionModel(encoder, LSTMDecoder(config))
+    data = make_checkpoint(
+        encoder_spec=encoder.spec.to_dict(), decoder_config=config.to_dict(),
+        decoder_state=model.decoder.state_dict(), vocab=vocab.to_dict(),
+        encoder_state=model.encoder_state_to_save(), decoding=decoding, half=half,
+    )
+    save_checkpoint(data, path)
+    return path

@@ -1,0 +1,57 @@
+"""The Python API: paths, PIL images and tensors give the same captions."""
+
+import pytest
+import torch
+
+from captioner import Captioner
+from captioner.data.images import ImageLoadError, load_image
+from captioner.data.preprocess import pil_to_tensor
+
+
+@pytest.fixture(scope="module")
+def captioner(tiny_ckpt):
+    return Captioner.from_checkpoint(tiny_ckpt)
+
+
+def test_paths_pil_images_and_tensors_agree(captioner, examples_dir):
+    paths = [str(examples_dir / n) for n in ("coffee.jpg", "coins.jpg", "astronaut.jpg")]
+    images = [load_image(p) for p in paths]
+    by_path = [r.text for r in captioner.caption(paths)]
+    by_pil = [r.text for r in captioner.caption(images)]
+    by_uint8 = [r.text for r in captioner.caption([pil_to_tensor(im) for im in images])]
+    assert by_path == by_pil == by_uint8
+    assert all(by_path)
+    single = captioner.caption(paths[0])
+    assert len(single) == 1 and single[0].text == by_path[0] and single[0].source == paths[0]
+
+
+def test_float_tensor_batch(captioner):
+    batch = torch.rand(3, 3, 120, 90)
+    results = captioner.caption(batch, method="greedy")
+    assert len(results) == 3 and all(r.text for r in results)
+    assert [r.text for r in captioner.caption(list(batch), method="greedy")] == [r.text for r in results]
+
+
+def test_n_best_and_decoding_options(captioner, examples_dir):
+    (result,) = captioner.caption(str(examples_dir / "cat.jpg"), beam_size=5, num_captions=4)
+    assert len(result.captions) == 4
+    assert [c.score for c in result.captions] == sorted((c.score for c in result.captions), reverse=True)
+    with pytest.raises(ValueError, match="unknown decoding method"):
+        captioner.caption(str(examples_dir / "cat.jpg"), method="nucleus")
+
+
+def test_unreadable_path_raises_with_the_file_name(captioner, tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(ImageLoadError, match="bad.png"):
+        captioner.caption(str(tmp_path / "bad.png"))
+    results = list(captioner.caption_files([str(tmp_path / "bad.png")]))
+    assert results[0].error and results[0].text is None
+
+
+def test_device_choice(tiny_ckpt):
+    if torch.cuda.is_available():
+        assert Captioner.from_checkpoint(tiny_ckpt, device="cuda").device.type == "cuda"
+    else:
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            Captioner.from_checkpoint(tiny_ckpt, device="cuda")
+    assert Captioner.from_checkpoint(tiny_ckpt, device="cpu").device.type == "cpu"

