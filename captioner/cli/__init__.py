@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import __version__
-from . import caption
+from ..checkpoint import CheckpointError
+from ..config import ConfigError
+from ..data.datasets import DatasetError
+from ..models.encoder import EncoderUnavailable
+from . import caption, evaluate, train
 
-SUBCOMMANDS = [caption]
+SUBCOMMANDS = [caption, train, evaluate]
 
-
-class UsageError(Exception):
-    """Bad input from the user (a file, a value): printed as one line, exit code 2."""
+# Problems with the user's input (files, values, configs): one line on stderr, exit code 2
+# (set CAPTIONER_DEBUG=1 for the traceback).
+USER_ERRORS = (CheckpointError, ConfigError, DatasetError, EncoderUnavailable, ValueError, FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("captioner: interrupted", file=sys.stderr)
         return 130
-    except caption.EXPECTED_ERRORS as error:
+    except USER_ERRORS as error:
+        if os.environ.get("CAPTIONER_DEBUG"):
+            raise
         print(f"captioner {args.command}: error: {error}", file=sys.stderr)
         return 2

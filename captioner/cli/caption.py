@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 
 import torch
 from tqdm import tqdm
 
 from ..api import Captioner
-from ..checkpoint import CheckpointError
 from ..data.images import DEFAULT_MAX_PIXELS, find_images
-from ..models.encoder import EncoderUnavailable
-
-EXPECTED_ERRORS = (CheckpointError, EncoderUnavailable, ValueError, FileNotFoundError)
+from ..fileio import AtomicLineWriter
 
 
 def add_parser(subparsers) -> None:
@@ -57,7 +52,7 @@ def run(args) -> int:
         temperature=args.temperature, top_k=args.top_k, generator=generator,
     )
     json_to_stdout = args.jsonl == "-"
-    sink = _AtomicLines(args.jsonl) if args.jsonl and not json_to_stdout else None
+    sink = AtomicLineWriter(args.jsonl) if args.jsonl and not json_to_stdout else None
     failed = 0
     progress = tqdm(total=len(paths), unit="img", disable=True if args.quiet or len(paths) < 64 else None,
                     file=sys.stderr)
@@ -91,21 +86,3 @@ def run(args) -> int:
         print(f"captioner caption: {failed} of {len(paths)} images could not be read", file=sys.stderr)
         return 1
     return 0
-
-
-class _AtomicLines:
-    """Lines written to a temporary file that replaces ``path`` when closed."""
-
-    def __init__(self, path: str):
-        self.path = path
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-        self.handle = os.fdopen(fd, "w", encoding="utf-8")
-
-    def write(self, line: str) -> None:
-        self.handle.write(line + "\n")
-
-    def close(self) -> None:
-        self.handle.close()
-        os.replace(self.tmp, self.path)

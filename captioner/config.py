@@ -1,0 +1,221 @@
+"""Experiment configuration: dataclasses loaded from YAML, overridable from the command line.
+
+A config file has four sections, each a dataclass below::
+
+    data:    what to train on        (DataConfig)
+    model:   encoder and decoder     (ModelConfig)
+    train:   optimisation and output (TrainConfig)
+    decode:  default decoding, stored in the checkpoint (DecodeConfig)
+
+Unknown keys and values of the wrong type are errors that name the key (with a
+suggestion for likely typos), never silently ignored. ``--set train.lr=3e-4`` style
+overrides are parsed as YAML scalars and checked the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and the problem."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "dataset"            # names the feature cache; change it when the data changes
+    format: str = "karpathy"         # karpathy | coco | flickr8k | generic
+    path: str = ""                   # Karpathy json, COCO captions json, Flickr8k.token.txt, or .jsonl/.csv
+    images: str = ""                 # folder the image file names are relative to
+    val_path: str = ""               # coco format only: the captions json of the val split
+    val_images: str = ""             # coco format only: the val images folder
+    restval: str = "train"           # karpathy: the split the "restval" images join
+    val_fraction: float = 0.05       # generic/flickr8k without split files: share of images per split,
+    test_fraction: float = 0.05      #   assigned by a hash of the image name (stable across runs)
+    min_word_count: int = 5          # rarer words become <unk>
+    max_caption_words: int = 30      # longer training captions are cut
+    strict: bool = False             # stop on any bad record instead of reporting and skipping it
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "efficientnet_lite0"
+    encoder_weights: typing.Optional[str] = "DEFAULT"
+    embed_dim: int = 512
+    hidden_size: int = 512
+    num_layers: int = 1
+    dropout: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/experiment"
+    cache_dir: str = "cache"
+    device: str = "auto"             # auto | cpu | cuda
+    seed: int = 0
+    epochs: int = 20
+    batch_size: int = 64             # global batch (split across processes when distributed)
+    lr: float = 4e-4
+    weight_decay: float = 0.01
+    grad_clip: float = 5.0           # max gradient norm; 0 disables clipping
+    lr_schedule: str = "cosine"      # cosine | step | constant
+    warmup_steps: int = 0
+    step_epochs: int = 8             # step schedule: multiply the lr by step_gamma every step_epochs
+    step_gamma: float = 0.5
+    label_smoothing: float = 0.0
+    feature_views: int = 1           # cached views per image: 1 = the plain centre crop, more = augmented
+    fine_tune_encoder: bool = False  # train from images with the encoder unfrozen (no feature cache)
+    encoder_lr: float = 1e-5
+    init_from: str = ""              # start from this checkpoint's weights (e.g. phase 2 fine-tuning)
+    num_workers: int = 0             # image-reading processes (feature extraction, fine-tuning)
+    extract_batch_size: int = 32
+    val_method: str = "greedy"       # greedy | beam
+    val_beam_size: int = 3
+    val_max_images: int = 0          # 0 = the whole val split
+    val_metric: str = "CIDEr-D"
+    early_stopping: int = 5          # stop after this many epochs without a better val_metric; 0 = never
+    half_checkpoint: bool = False    # store weights as float16
+
+
+@dataclass
+class DecodeConfig:
+    method: str = "beam"
+    beam_size: int = 3
+    length_penalty: float = 1.0
+    max_length: int = 20
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> "Config":
+        choices = {
+            "data.format": (self.data.format, ("karpathy", "coco", "flickr8k", "generic")),
+            "data.restval": (self.data.restval, ("train", "val", "test", "drop")),
+            "train.lr_schedule": (self.train.lr_schedule, ("cosine", "step", "constant")),
+            "train.val_method": (self.train.val_method, ("greedy", "beam")),
+            "train.device": (self.train.device, ("auto", "cpu", "cuda")),
+            "decode.method": (self.decode.method, ("greedy", "beam", "sample")),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+        positive = {
+            "train.epochs": self.train.epochs, "train.batch_size": self.train.batch_size,
+            "train.feature_views": self.train.feature_views, "decode.beam_size": self.decode.beam_size,
+            "decode.max_length": self.decode.max_length, "train.val_beam_size": self.train.val_beam_size,
+            "data.min_word_count": self.data.min_word_count, "train.extract_batch_size": self.train.extract_batch_size,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{key} must be at least 1, got {value}")
+        if not 0 <= self.train.label_smoothing < 1:
+            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
+        if self.data.val_fraction + self.data.test_fraction >= 1:
+            raise ConfigError("data.val_fraction + data.test_fraction must be below 1")
+        return self
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _check_value(key: str, value, tp):
+    """Return ``value`` if it fits type ``tp`` (ints are accepted for floats), else raise."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _check_value(key, value, option)
+            except ConfigError:
+                continue
+        names = " or ".join(_type_name(t) for t in typing.get_args(tp))
+        raise ConfigError(f"{key}: expected {names}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _looks_numeric(value):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is bool or tp is str:
+        if isinstance(value, tp):
+            return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls, data, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f"; known keys: {', '.join(sorted(known))}"
+            raise ConfigError(f"unknown config key {full}{hint}")
+        tp = hints[key]
+        kwargs[key] = _build(tp, value, f"{full}.") if is_dataclass(tp) else _check_value(full, value, tp)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    return _build(Config, data or {}, "").validate()
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or start from the defaults) and apply ``key=value`` overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"override {override!r} must look like section.key=value, e.g. train.lr=3e-4")
+        section, name = key.split(".", 1)
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"override {override!r}: {section} is not a section")
+        data[section][name] = value
+    try:
+        return config_from_dict(data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}" if path is not None else str(error)) from None
+
+
+def _looks_numeric(text: str) -> bool:
+    """YAML 1.1 reads "3e-4" as a string; accept it as the number it obviously is."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,174 @@
+"""A disk cache of encoder features, so a frozen encoder runs once per image, not once per epoch.
+
+The features of a dataset's images live in ``ROOT/NAME-KEY/``:
+
+* ``features.npy``: float16, shape (images, views, feature_dim), memory-mapped;
+* ``index.json``: the image paths (row order), the encoder spec, failed images, and
+  ``"complete": true``. It is written last and atomically, so a cache without it (a
+  crash, an interrupted run) is detected and rebuilt.
+
+KEY hashes everything the features depend on: the resolved encoder spec (backbone,
+weights, preprocessing), the encoder's weights when they are not the pretrained ones,
+the number of views and the augmentation seed, and every image's path, size and
+modification time. Change any of them and a new cache is built.
+
+View 0 is the plain preprocessing; views 1.. are random crops and flips (fixed by the
+seed), a cheap augmentation for decoder training on frozen features.
+
+Extraction can be split across processes (``rank``/``world``): each fills its own rows
+of the shared file and rank 0 writes the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..fileio import write_json_atomic
+from .augment import random_view
+from .images import ImageLoadError, load_image
+from .preprocess import Preprocessing, pil_to_tensor, preprocess
+
+INDEX = "index.json"
+FEATURES = "features.npy"
+
+
+def encoder_fingerprint(encoder) -> str:
+    """'pretrained' for an untouched pretrained encoder, else a hash of its weights."""
+    if not encoder.fine_tuned and encoder.spec.weights is not None:
+        return "pretrained"
+    digest = hashlib.sha256()
+    for name, tensor in encoder.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def images_fingerprint(paths: list[str]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()
+
+
+class ImageViewsDataset(Dataset):
+    """Item ``i``: ``(i, pixels of shape (views, 3, S, S) or None, error or None)``."""
+
+    def __init__(self, paths: list[str], spec: Preprocessing, views: int, seed: int):
+        self.paths, self.spec, self.views, self.seed = paths, spec, views, seed
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            image = pil_to_tensor(load_image(self.paths[index]))
+        except ImageLoadError as error:
+            return index, None, str(error)
+        pixels = [preprocess(image, self.spec)]
+        for view in range(1, self.views):
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index * 101 + view)
+            pixels.append(preprocess(random_view(image, generator), self.spec))
+        return index, torch.stack(pixels), None
+
+
+def _collate(items):
+    return items
+
+
+class FeatureCache:
+    def __init__(self, root: str | Path, name: str, encoder, paths: list[str], views: int = 1, seed: int = 0):
+        self.paths = list(paths)
+        self.views = views
+        self.seed = seed
+        self.spec = encoder.spec
+        self.dim = encoder.feature_dim
+        identity = {
+            "spec": encoder.spec.to_dict(), "encoder_weights": encoder_fingerprint(encoder),
+            "views": views, "seed": seed if views > 1 else None, "images": images_fingerprint(self.paths),
+        }
+        self.key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        self.identity = identity
+        self.dir = Path(root) / f"{name}-{self.key}"
+
+    @property
+    def complete(self) -> bool:
+        index_path = self.dir / INDEX
+        if not index_path.is_file() or not (self.dir / FEATURES).is_file():
+            return False
+        try:
+            index = json.loads(index_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        return bool(index.get("complete")) and index.get("key") == self.key and index.get("count") == len(self.paths)
+
+    def load(self) -> tuple[np.ndarray, dict[int, str]]:
+        """The features (read-only memory map) and the failed rows with their errors."""
+        if not self.complete:
+            raise RuntimeError(f"feature cache {self.dir} is not complete; build it first")
+        index = json.loads((self.dir / INDEX).read_text())
+        features = np.load(self.dir / FEATURES, mmap_mode="r")
+        expected = (len(self.paths), self.views, self.dim)
+        if features.shape != expected:
+            raise RuntimeError(f"feature cache {self.dir} has shape {features.shape}, expected {expected}")
+        return features, {int(k): v for k, v in index["failed"].items()}
+
+    def build(self, encoder, device: torch.device, batch_size: int = 32, num_workers: int = 0,
+              rank: int = 0, world: int = 1, barrier=lambda: None, progress: bool = True) -> bool:
+        """Compute the features unless a complete cache exists. Returns True if it computed."""
+        if self.complete:
+            return False
+        if rank == 0:
+            if self.dir.exists():
+                shutil.rmtree(self.dir)  # a half-written cache from an interrupted run
+            self.dir.mkdir(parents=True)
+            np.lib.format.open_memmap(self.dir / FEATURES, mode="w+", dtype=np.float16,
+                                      shape=(len(self.paths), self.views, self.dim)).flush()
+        barrier()
+        features = np.load(self.dir / FEATURES, mmap_mode="r+")
+        rows = list(range(rank, len(self.paths), world))
+        dataset = torch.utils.data.Subset(
+            ImageViewsDataset(self.paths, self.spec.preprocessing, self.views, self.seed), rows)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+        failed: dict[int, str] = {}
+        bar = tqdm(total=len(rows), desc=f"features ({self.spec.backbone})", unit="img",
+                   disable=not progress or rank != 0)
+        encoder = encoder.to(device).eval()
+        with torch.no_grad():
+            for items in loader:
+                good = [(i, x) for i, x, e in items if e is None]
+                failed.update({i: e for i, x, e in items if e is not None})
+                if good:
+                    pixels = torch.cat([x for _, x in good]).to(device)
+                    out = encoder(pixels).view(len(good), self.views, self.dim).cpu().numpy()
+                    features[[i for i, _ in good]] = out.astype(np.float16)
+                bar.update(len(items))
+        bar.close()
+        features.flush()
+        del features
+        write_json_atomic(self.dir / f"failed-{rank}.json", failed)
+        barrier()
+        if rank == 0:
+            for other in range(world):
+                part = self.dir / f"failed-{other}.json"
+                failed.update({int(k): v for k, v in json.loads(part.read_text()).items()})
+                part.unlink()
+            write_json_atomic(self.dir / INDEX, {
+                "key": self.key, "complete": True, "count": len(self.paths), "views": self.views,
+                "dim": self.dim, "identity": self.identity, "paths": self.paths,
+                "failed": {str(k): v for k, v in sorted(failed.items())},
+            })
+        barrier()
+        return True

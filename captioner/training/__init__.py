@@ -1,0 +1,1 @@
+"""Training and evaluation: plain functions over the data, models, decoding and metrics."""

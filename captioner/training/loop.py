@@ -1,0 +1,111 @@
+"""One epoch of teacher-forced training, and validation by real decoding."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..decoding import beam_search, greedy
+
+
+@dataclass
+class Progress:
+    """Where training is; saved in checkpoints so a resume continues exactly."""
+
+    epoch: int = 0           # the epoch in progress (0-based)
+    step: int = 0            # optimizer steps taken so far, in all epochs
+    step_in_epoch: int = 0   # optimizer steps taken in the epoch in progress
+    # The RNG state before the step in progress: what an interrupted run must save, so
+    # that the resumed run redoes that step with the same dropout masks.
+    rng_before_step: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def counters(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch}
+
+
+def caption_loss(logits: torch.Tensor, captions: torch.Tensor, label_smoothing: float,
+                 normaliser: float, pad_id: int = 0) -> torch.Tensor:
+    """Summed token cross-entropy divided by ``normaliser``.
+
+    Logits (B, T-1, V) predict ``captions[:, 1:]``; padding is ignored. With one
+    process the normaliser is the batch's token count (a per-token mean); with N
+    processes it is the *global* batch's token count divided by N, so that the
+    gradients DistributedDataParallel averages equal the single-process gradients.
+    """
+    targets = captions[:, 1:]
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=pad_id,
+                            label_smoothing=label_smoothing, reduction="sum")
+    return total / normaliser
+
+
+def train_one_epoch(model, optimizer, scheduler, loader, normalisers: list[float], progress: Progress, *,
+                    label_smoothing: float, grad_clip: float, device: torch.device, show: bool,
+                    description: str = "") -> dict:
+    """Train on the batches of ``loader`` (already skipping the steps done before a resume).
+
+    ``model(inputs, captions, lengths)`` returns logits; ``normalisers[i]`` belongs to
+    the i-th batch the loader yields. Returns the epoch's mean loss and throughput.
+    """
+    model.train()
+    total_loss, total_tokens, samples = 0.0, 0, 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(normalisers), desc=description, unit="batch", disable=not show, leave=False)
+    for (inputs, captions, lengths), normaliser in zip(loader, normalisers):
+        progress.rng_before_step = torch.get_rng_state()
+        inputs, captions, lengths = inputs.to(device), captions.to(device), lengths.to(device)
+        logits = model(inputs, captions, lengths)
+        loss = caption_loss(logits, captions, label_smoothing, normaliser)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+        optimizer.step()
+        scheduler.step()
+        progress.step += 1
+        progress.step_in_epoch += 1
+        progress.rng_before_step = None
+        tokens = int((lengths - 1).sum())
+        total_loss += loss.item() * normaliser
+        total_tokens += tokens
+        samples += len(lengths)
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(loss=f"{total_loss / max(total_tokens, 1):.3f}", samples_s=f"{samples / elapsed:.0f}")
+        bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - start
+    return {
+        "train_loss": total_loss / total_tokens if total_tokens else math.nan,
+        "samples": samples, "seconds": seconds, "samples_per_s": samples / seconds if seconds else math.nan,
+    }
+
+
+@torch.no_grad()
+def decode_features(decoder, vocab, features: np.ndarray | torch.Tensor, method: str = "greedy",
+                    beam_size: int = 3, length_penalty: float = 1.0, max_length: int = 20,
+                    batch_size: int = 100, device: torch.device = torch.device("cpu"),
+                    show: bool = False) -> list[str]:
+    """Best caption of every feature vector, decoded in batches."""
+    was_training = decoder.training
+    decoder.eval()
+    captions: list[str] = []
+    options = dict(start_id=vocab.start_id, end_id=vocab.end_id, max_length=max_length,
+                   banned=(vocab.pad_id, vocab.start_id))
+    for start in tqdm(range(0, len(features), batch_size), desc=f"decoding ({method})", disable=not show,
+                      leave=False):
+        chunk = torch.as_tensor(np.asarray(features[start:start + batch_size], dtype=np.float32)).to(device)
+        if method == "greedy":
+            hyps = greedy(decoder, chunk, **options)
+        elif method == "beam":
+            hyps = [h[0] for h in beam_search(decoder, chunk, beam_size=beam_size,
+                                              length_penalty=length_penalty, **options)]
+        else:
+            raise ValueError(f"unknown decoding method {method!r} for evaluation; use greedy or beam")
+        captions.extend(vocab.to_text(h.tokens) for h in hyps)
+    decoder.train(was_training)
+    return captions

@@ -1,0 +1,340 @@
+"""``captioner train``: data, feature cache, model, optimisation, validation, checkpoints.
+
+Files in ``train.out_dir``: ``last.pt`` (every epoch, and on Ctrl-C: what ``--resume``
+continues from), ``best.pt`` (the best epoch by ``train.val_metric``), ``log.csv`` (one
+row per epoch), ``config.yaml`` and ``data_problems.txt``. Checkpoints are written by
+rank 0 only and always atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from ..checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from ..config import Config, ConfigError
+from ..data.batches import image_batches
+from ..data.cache import FeatureCache
+from ..data.datasets import read_dataset
+from ..data.vocab import Vocabulary
+from ..fileio import write_text_atomic
+from ..metrics import score_captions
+from ..models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
+from .batches import CachedPairs, ImagePairs, caption_pairs, collate, epoch_batches
+from .distributed import Distributed, setup, teardown
+from .loop import Progress, decode_features, train_one_epoch
+
+# Keys that may change between a run and its --resume.
+RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping", "train.num_workers", "train.extract_batch_size",
+                     "train.device"}
+
+
+class TrainingError(ValueError):
+    """Training cannot start or continue because of its inputs; the message says why and what to do."""
+
+
+def log(info: Distributed, message: str) -> None:
+    if info.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+def train(config: Config, resume: bool = False) -> dict:
+    info = setup(config.train.device)
+    try:
+        return _train(config, resume, info)
+    finally:
+        teardown(info)
+
+
+def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
+    out = Path(cfg.train.out_dir)
+    torch.manual_seed(cfg.train.seed)
+    previous = _resume_point(cfg, out) if resume else None
+
+    contents = read_dataset(cfg.data)
+    _report_problems(info, contents.problems, out, cfg.data.strict)
+    records = contents.records
+    train_idx = [i for i, r in enumerate(records) if r.split == "train"]
+    val_idx = [i for i, r in enumerate(records) if r.split == "val"]
+    if cfg.train.val_max_images:
+        val_idx = val_idx[:cfg.train.val_max_images]
+    if not train_idx:
+        raise TrainingError(f"{cfg.data.path}: no training images (check data.format and the split names)")
+    if not val_idx:
+        raise TrainingError(f"{cfg.data.path}: no validation images; validation decodes the val split")
+    log(info, f"data: {len(train_idx)} train images, {len(val_idx)} val images, "
+              f"{sum(len(records[i].raw) for i in train_idx)} train captions")
+
+    init = load_checkpoint(cfg.train.init_from) if cfg.train.init_from else None
+    source = previous or init
+    if source is not None:
+        vocab = Vocabulary.from_dict(source["vocab"])
+    else:
+        vocab = Vocabulary.build((t for i in train_idx for t in records[i].tokens), min_count=cfg.data.min_word_count)
+    log(info, f"vocabulary: {len(vocab)} words (min count {vocab.min_count})")
+
+    encoder = build_encoder(EncoderSpec(cfg.model.encoder, cfg.model.encoder_weights))
+    decoder = LSTMDecoder(DecoderConfig(
+        vocab_size=len(vocab), feature_dim=encoder.feature_dim, embed_dim=cfg.model.embed_dim,
+        hidden_size=cfg.model.hidden_size, num_layers=cfg.model.num_layers, dropout=cfg.model.dropout,
+    ))
+    model = CaptionModel(encoder, decoder)
+    if source is not None:
+        _load_weights(model, source, cfg.train.init_from or str(out / "last.pt"))
+    fine_tune = cfg.train.fine_tune_encoder
+    encoder.set_trainable(fine_tune)
+    model.to(info.device)
+
+    paths = [r.image_path for r in records]
+    features = None
+    if not fine_tune:
+        cache = FeatureCache(cfg.train.cache_dir, cfg.data.name, encoder, paths, cfg.train.feature_views,
+                             cfg.train.seed)
+        built = cache.build(encoder, info.device, cfg.train.extract_batch_size, cfg.train.num_workers,
+                            info.rank, info.world, info.barrier)
+        log(info, f"feature cache: {cache.dir} ({'built' if built else 'reused'})")
+        features, failed = cache.load()
+        if failed:
+            for row, error in failed.items():
+                log(info, f"skipped unreadable image: {error}")
+            train_idx = [i for i in train_idx if i not in failed]
+            val_idx = [i for i in val_idx if i not in failed]
+
+    pairs = caption_pairs([records[i] for i in train_idx], train_idx, vocab, cfg.data.max_caption_words)
+    if fine_tune:
+        dataset = ImagePairs(pairs, paths, encoder.preprocessing, cfg.train.seed)
+        net = model
+    else:
+        dataset = CachedPairs(pairs, features, cfg.train.seed)
+        net = decoder
+    groups = [{"params": list(decoder.parameters()), "lr": cfg.train.lr}]
+    if fine_tune:
+        groups.append({"params": list(encoder.parameters()), "lr": cfg.train.encoder_lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    steps_per_epoch = len(epoch_batches(len(pairs), cfg.train.batch_size, cfg.train.seed, 0))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps_per_epoch))
+    if info.enabled:
+        net = DistributedDataParallel(net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+
+    progress, history, best = Progress(), [], {"score": -math.inf, "epoch": -1, "bad_epochs": 0}
+    if previous is not None:
+        progress, history, best = _restore(previous, optimizer, scheduler)
+        log(info, f"resuming at epoch {progress.epoch + 1}, step {progress.step}")
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    references = {records[i].image_id: records[i].raw for i in val_idx}
+    state = dict(cfg=cfg, model=model, vocab=vocab, optimizer=optimizer, scheduler=scheduler, out=out,
+                 contents=contents, train_images=len(train_idx))
+    loader_generator = torch.Generator()  # keeps DataLoader set-up away from the global RNG
+    stopped_early = False
+    for epoch in range(progress.epoch, cfg.train.epochs):
+        progress.epoch = epoch
+        batches = epoch_batches(len(pairs), cfg.train.batch_size, cfg.train.seed, epoch)[progress.step_in_epoch:]
+        normalisers = [sum(len(pairs[i][1]) - 1 for i in b) / info.world for b in batches]
+        dataset.epoch = epoch
+        loader = DataLoader(dataset, batch_sampler=[b[info.rank::info.world] for b in batches], collate_fn=collate,
+                            num_workers=cfg.train.num_workers if fine_tune else 0, generator=loader_generator)
+        try:
+            stats = train_one_epoch(
+                net, optimizer, scheduler, loader, normalisers, progress,
+                label_smoothing=cfg.train.label_smoothing, grad_clip=cfg.train.grad_clip, device=info.device,
+                show=info.is_main, description=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            )
+        except KeyboardInterrupt:
+            if info.is_main:
+                _save(state, out / "last.pt", progress, history, best)
+                log(info, f"interrupted at epoch {epoch + 1}, step {progress.step}; saved {out / 'last.pt'}; "
+                          "continue with --resume")
+            raise
+        progress.epoch, progress.step_in_epoch = epoch + 1, 0
+        stop = False
+        if info.is_main:
+            val_features = _val_features(model, features, val_idx, paths, cfg, info.device)
+            scores = _validate(model, vocab, val_features, [records[i].image_id for i in val_idx], references, cfg,
+                               info.device)
+            row = {"epoch": epoch + 1, "step": progress.step, "lr": scheduler.get_last_lr()[0], **stats, **scores}
+            history.append(row)
+            score = scores.get(cfg.train.val_metric, math.nan)
+            improved = score > best["score"]
+            if improved:
+                best.update(score=score, epoch=epoch + 1, bad_epochs=0)
+            else:
+                best["bad_epochs"] += 1
+            _save(state, out / "last.pt", progress, history, best)
+            if improved:
+                _save(state, out / "best.pt", progress, history, best)
+            _write_log(out / "log.csv", history)
+            log(info, f"epoch {epoch + 1}: loss {stats['train_loss']:.3f}, {stats['samples_per_s']:.0f} samples/s, "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in scores.items())
+                      + (" (best)" if improved else ""))
+            stop = bool(cfg.train.early_stopping) and best["bad_epochs"] >= cfg.train.early_stopping
+        if info.broadcast_flag(stop):
+            stopped_early = True
+            log(info, f"early stopping: no better {cfg.train.val_metric} for {cfg.train.early_stopping} epochs")
+            break
+    info.barrier()
+    return {"best_score": best["score"], "best_epoch": best["epoch"], "epochs_run": progress.epoch,
+            "stopped_early": stopped_early, "history": history, "out_dir": str(out)}
+
+
+def _schedule(cfg: Config, steps_per_epoch: int):
+    total = max(1, cfg.train.epochs * steps_per_epoch)
+    warmup, kind = cfg.train.warmup_steps, cfg.train.lr_schedule
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if kind == "step":
+            return cfg.train.step_gamma ** ((step // max(1, steps_per_epoch)) // cfg.train.step_epochs)
+        return 1.0
+
+    return factor
+
+
+def _resume_point(cfg: Config, out: Path) -> dict:
+    path = out / "last.pt"
+    if not path.exists():
+        raise TrainingError(f"--resume: {path} does not exist; nothing to resume (start without --resume)")
+    data = load_checkpoint(path)
+    if "train_state" not in data:
+        raise TrainingError(f"--resume: {path} has no training state (it is not from an unfinished run)")
+    before = _flatten(data["training"].get("config", {}))
+    now = _flatten(cfg.to_dict())
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
+        raise TrainingError(f"--resume: the config differs from the run in {out} ({details}); "
+                            "only epochs, early_stopping, num_workers, extract_batch_size and device may change")
+    return data
+
+
+def _flatten(config: dict) -> dict:
+    return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
+
+
+def _load_weights(model: CaptionModel, data: dict, where: str) -> None:
+    try:
+        restored = CaptionModel.from_checkpoint_data(data)
+    except ValueError as error:
+        raise CheckpointError(where, f"does not fit this config: {error}") from None
+    if restored.decoder.config != model.decoder.config:
+        raise CheckpointError(where, f"decoder {restored.decoder.config} does not match the config's "
+                                     f"{model.decoder.config}")
+    model.decoder.load_state_dict(restored.decoder.state_dict())
+    if data["encoder"]["state_dict"] is not None:
+        model.encoder.load_state_dict(restored.encoder.state_dict())
+        model.encoder.fine_tuned = True
+
+
+def _restore(data: dict, optimizer, scheduler) -> tuple[Progress, list, dict]:
+    state = data["train_state"]
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if torch.cuda.is_available() and state.get("rng_cuda"):
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    progress = Progress(**state["progress"])
+    return progress, list(state["history"]), dict(state["best"])
+
+
+def _save(state: dict, path: Path, progress: Progress, history: list, best: dict) -> None:
+    cfg, model, vocab = state["cfg"], state["model"], state["vocab"]
+    contents = state["contents"]
+    training = {
+        "config": cfg.to_dict(),
+        "epoch": progress.epoch, "step": progress.step, "best": dict(best), "history": history,
+        "data": {"name": cfg.data.name, "format": cfg.data.format, "path": cfg.data.path,
+                 "train_images": state["train_images"], "problems": len(contents.problems),
+                 "manifest": _manifest(cfg.data.path)},
+        "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    train_state = {
+        "optimizer": state["optimizer"].state_dict(), "scheduler": state["scheduler"].state_dict(),
+        "rng_cpu": progress.rng_before_step if progress.rng_before_step is not None else torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "progress": progress.counters(), "history": history, "best": dict(best),
+    }
+    data = make_checkpoint(
+        encoder_spec=model.encoder.spec.to_dict(), decoder_config=model.decoder.config.to_dict(),
+        decoder_state=model.decoder.state_dict(), vocab=vocab.to_dict(),
+        encoder_state=model.encoder_state_to_save(), decoding=vars(cfg.decode).copy(), training=training,
+        train_state=train_state, half=cfg.train.half_checkpoint,
+    )
+    save_checkpoint(data, path)
+
+
+def _manifest(data_path: str) -> dict | None:
+    """The dataset's manifest.json (sources and licences), when it has one beside it."""
+    path = Path(data_path).parent / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _val_features(model, features, val_idx, paths, cfg: Config, device) -> np.ndarray:
+    if features is not None:
+        return np.asarray(features[val_idx, 0], dtype=np.float32)
+    encoder = model.encoder
+    was_training = encoder.training
+    encoder.eval()
+    chunks = []
+    with torch.no_grad():
+        for batch in image_batches([paths[i] for i in val_idx], encoder.preprocessing, cfg.train.extract_batch_size,
+                                   cfg.train.num_workers):
+            if batch.errors:
+                raise TrainingError(f"validation image became unreadable: {batch.errors[0][1]}")
+            chunks.append(encoder(batch.pixels.to(device)).cpu().numpy())
+    encoder.train(was_training)
+    return np.concatenate(chunks)
+
+
+def _validate(model, vocab, val_features, ids, references, cfg: Config, device) -> dict:
+    captions = decode_features(model.decoder, vocab, val_features, cfg.train.val_method, cfg.train.val_beam_size,
+                               cfg.decode.length_penalty, cfg.decode.max_length, device=device)
+    metrics = ("BLEU", "CIDEr-D") if cfg.train.val_metric in ("CIDEr-D", "BLEU-4") else ("BLEU", "CIDEr-D", "METEOR", "ROUGE-L")
+    report = score_captions(dict(zip(ids, captions)), references, metrics=metrics)
+    if cfg.train.val_metric not in report.scores:
+        raise ConfigError(f"train.val_metric {cfg.train.val_metric!r} is not one of {sorted(report.scores)}")
+    return dict(report.scores)
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _report_problems(info: Distributed, problems, out: Path, strict: bool) -> None:
+    if not problems:
+        return
+    if strict:
+        raise TrainingError(f"{len(problems)} bad records in the data (data.strict is on); first: {problems[0]}")
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "data_problems.txt", "".join(f"{p}\n" for p in problems))
+        shown = "\n".join(f"  {p}" for p in problems[:5])
+        log(info, f"data: {len(problems)} bad records reported and skipped, e.g.:\n{shown}\n"
+                  f"  (all of them in {out / 'data_problems.txt'})")

@@ -1,0 +1,57 @@
+"""Configs: strict keys and types, overrides, shipped configs load."""
+
+from pathlib import Path
+
+import pytest
+
+from captioner.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_values_and_overrides(tmp_path):
+    path = write(tmp_path, "data:\n  format: generic\n  path: own.jsonl\ntrain:\n  lr: 3e-4\n  epochs: 4\n")
+    config = load_config(path, ["train.batch_size=16", "model.encoder_weights=null", "train.label_smoothing=0.1"])
+    assert config.data.format == "generic" and config.train.lr == 3e-4 and config.train.epochs == 4
+    assert config.train.batch_size == 16 and config.model.encoder_weights is None
+    assert config.train.label_smoothing == 0.1
+    assert load_config(None).model.encoder == "efficientnet_lite0"
+
+
+@pytest.mark.parametrize("text,overrides,message", [
+    ("train:\n  lerning_rate: 0.1\n", [], "unknown config key train.lerning_rate"),
+    ("train:\n  batchsize: 8\n", [], "did you mean train.batch_size"),
+    ("trian:\n  lr: 0.1\n", [], "did you mean train"),
+    ("train:\n  epochs: ten\n", [], "train.epochs: expected int, got str 'ten'"),
+    ("train:\n  epochs: 2.5\n", [], "train.epochs: expected int"),
+    ("train:\n  fine_tune_encoder: 1\n", [], "expected bool"),
+    ("data:\n  format: parquet\n", [], "data.format: 'parquet' is not one of"),
+    ("train: 3\n", [], "train: expected a mapping"),
+    ("train:\n  epochs: [1\n", [], "not valid YAML"),
+    ("", ["train.epochs"], "must look like section.key=value"),
+    ("", ["train.epochs=0"], "train.epochs must be at least 1"),
+    ("", ["decode.beam_size=two"], "decode.beam_size: expected int"),
+])
+def test_mistakes_are_errors_naming_the_key(tmp_path, text, overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), overrides)
+    assert message in str(info.value)
+    if not overrides:
+        assert str(info.value).startswith(str(tmp_path / "c.yaml") + ": ")
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    config = load_config(path)
+    assert config.data.path and config.data.images

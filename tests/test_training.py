@@ -1,0 +1,200 @@
+"""Training: loss falls, resume is bit-exact, the cache is reused and rebuilt, 2 processes = 1."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from captioner.checkpoint import load_checkpoint
+from captioner.cli import main
+from captioner.config import config_from_dict
+from captioner.data.cache import FeatureCache
+from captioner.models import EncoderSpec, build_encoder
+from captioner.training.run import TrainingError, train
+from shapes import make_shapes, write_karpathy
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    entries = make_shapes(root)
+    return root, write_karpathy(root, entries)
+
+
+def settings(shapes, out, **train):
+    root, dataset = shapes
+    return {
+        "data": {"name": "shapes", "format": "karpathy", "path": str(dataset), "images": str(root / "images"),
+                 "min_word_count": 1},
+        "model": {"embed_dim": 16, "hidden_size": 32, "dropout": 0.2},
+        "train": {"out_dir": str(out), "cache_dir": str(root / "cache"), "epochs": 4, "batch_size": 16,
+                  "lr": 3e-3, "early_stopping": 0, "label_smoothing": 0.1, **train},
+        "decode": {"beam_size": 2},
+    }
+
+
+def run(shapes, out, resume=False, **train_options):
+    return train(config_from_dict(settings(shapes, out, **train_options)), resume=resume)
+
+
+def weights(path):
+    return load_checkpoint(path)["decoder"]["state_dict"]
+
+
+def test_loss_falls_and_checkpoints_and_log_are_written(shapes, tmp_path):
+    result = run(shapes, tmp_path / "run", epochs=5)
+    losses = [row["train_loss"] for row in result["history"]]
+    assert losses[0] > losses[1] > losses[2] and losses[-1] < 0.9 * losses[0]
+    assert result["history"][-1]["CIDEr-D"] > result["history"][0]["CIDEr-D"]
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"best.pt", "last.pt", "log.csv", "config.yaml"}
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,step,lr,train_loss") and len(rows) == 6
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["training"]["epoch"] == result["best_epoch"]
+    assert best["decoding"]["beam_size"] == 2
+    assert best["training"]["config"]["data"]["name"] == "shapes"
+
+
+def test_resume_continues_bit_exactly(shapes, tmp_path):
+    # (a constant learning rate, because a cosine schedule's length depends on train.epochs)
+    run(shapes, tmp_path / "straight", epochs=4, lr_schedule="constant")
+    run(shapes, tmp_path / "split", epochs=2, lr_schedule="constant")
+    run(shapes, tmp_path / "split", resume=True, epochs=4, lr_schedule="constant")
+    a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "split" / "last.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    sa = load_checkpoint(tmp_path / "straight" / "last.pt")["train_state"]
+    sb = load_checkpoint(tmp_path / "split" / "last.pt")["train_state"]
+    assert sa["progress"] == sb["progress"] and sa["history"][-1]["train_loss"] == sb["history"][-1]["train_loss"]
+
+
+def test_interrupted_run_saves_and_resumes_mid_epoch_bit_exactly(shapes, tmp_path, monkeypatch):
+    run(shapes, tmp_path / "straight", epochs=2)
+    calls = {"n": 0}
+    real_step = torch.optim.AdamW.step
+
+    def step_then_interrupt(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # the second step of the second epoch
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(shapes, tmp_path / "broken", epochs=2)
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    saved = load_checkpoint(tmp_path / "broken" / "last.pt")["train_state"]["progress"]
+    assert saved == {"epoch": 1, "step": 5, "step_in_epoch": 1}
+    run(shapes, tmp_path / "broken", resume=True, epochs=2)
+    a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "broken" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_changed_config_and_a_missing_run(shapes, tmp_path):
+    run(shapes, tmp_path / "r", epochs=1)
+    with pytest.raises(TrainingError, match="train.lr: 0.003 -> 0.01"):
+        run(shapes, tmp_path / "r", resume=True, epochs=2, lr=1e-2)
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        run(shapes, tmp_path / "never", resume=True)
+
+
+def test_early_stopping(shapes, tmp_path):
+    result = run(shapes, tmp_path / "flat", epochs=6, lr=0.0, early_stopping=2, warmup_steps=0)
+    assert result["stopped_early"] and result["epochs_run"] == 3
+
+
+def test_feature_cache_hit_rebuild_and_recovery(shapes, tmp_path):
+    root, _ = shapes
+    paths = sorted(str(p) for p in (root / "images").glob("red_*"))
+    encoder = build_encoder(EncoderSpec())
+    cache = FeatureCache(tmp_path, "red", encoder, paths)
+    assert cache.build(encoder, torch.device("cpu"), progress=False) is True
+    assert cache.build(encoder, torch.device("cpu"), progress=False) is False  # hit
+    features, failed = cache.load()
+    assert features.shape == (len(paths), 1, 1280) and features.dtype == np.float16 and failed == {}
+    from captioner.data.images import load_image
+    from captioner.data.preprocess import preprocess
+
+    with torch.no_grad():
+        direct = encoder(preprocess(load_image(paths[3]), encoder.preprocessing).unsqueeze(0))[0]
+    assert np.allclose(features[3, 0], direct.numpy(), atol=2e-2, rtol=1e-2)
+    # another preprocessing (or other weights, views or images) is another cache
+    other = build_encoder(EncoderSpec(preprocessing=encoder.preprocessing.__class__(
+        resize_size=240, crop_size=224, mean=encoder.preprocessing.mean, std=encoder.preprocessing.std)))
+    assert FeatureCache(tmp_path, "red", other, paths).key != cache.key
+    assert FeatureCache(tmp_path, "red", encoder, paths, views=3).key != cache.key
+    assert FeatureCache(tmp_path, "red", encoder, paths[:-1]).key != cache.key
+    # a half-written cache (no index: the run died mid-way) is detected and rebuilt
+    (cache.dir / "index.json").unlink()
+    assert not cache.complete
+    assert cache.build(encoder, torch.device("cpu"), progress=False) is True
+    assert cache.complete
+    # so is a corrupt index
+    (cache.dir / "index.json").write_text("{")
+    assert not cache.complete
+
+
+def test_unreadable_image_in_the_cache_is_reported(shapes, tmp_path):
+    root, _ = shapes
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    encoder = build_encoder(EncoderSpec())
+    paths = [str(root / "images" / "red_square_0.png"), str(bad)]
+    cache = FeatureCache(tmp_path, "mixed", encoder, paths, views=2)
+    cache.build(encoder, torch.device("cpu"), progress=False)
+    features, failed = cache.load()
+    assert list(failed) == [1] and "bad.png" in failed[1]
+    assert features.shape == (2, 2, 1280)
+    assert not np.allclose(features[0, 0], features[0, 1])  # the augmented view differs
+
+
+def test_fine_tuning_from_images_stores_the_encoder(shapes, tmp_path):
+    run(shapes, tmp_path / "phase1", epochs=1)
+    run(shapes, tmp_path / "phase2", epochs=1, fine_tune_encoder=True, batch_size=32,
+        init_from=str(tmp_path / "phase1" / "last.pt"))
+    data = load_checkpoint(tmp_path / "phase2" / "last.pt")
+    assert data["encoder"]["state_dict"] is not None
+    before = build_encoder(EncoderSpec()).state_dict()
+    changed = [k for k, v in data["encoder"]["state_dict"].items()
+               if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert changed  # the encoder's weights moved
+
+
+def test_cli_train_reports_config_mistakes(shapes, tmp_path, capsys):
+    config = settings(shapes, tmp_path / "cli")
+    config["train"]["epoch"] = 3
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(path)]) == 2
+    assert "unknown config key train.epoch (did you mean train.epochs?)" in capsys.readouterr().err
+
+
+def test_two_processes_train_the_same_model_as_one(shapes, tmp_path):
+    one = settings(shapes, tmp_path / "one", epochs=2)
+    one["model"]["dropout"] = 0.0
+    one["train"]["cache_dir"] = str(tmp_path / "cache1")
+    two = json.loads(json.dumps(one))
+    two["train"]["out_dir"] = str(tmp_path / "two")
+    two["train"]["cache_dir"] = str(tmp_path / "cache2")
+    for name, config in (("one", one), ("two", two)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "captioner", "train", "--config", str(tmp_path / "one.yaml")],
+                            capture_output=True, text=True, env=env)
+    assert single.returncode == 0, single.stderr[-2000:]
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "captioner", "train", "--config", str(tmp_path / "two.yaml")],
+                            capture_output=True, text=True, env=env)
+    assert double.returncode == 0, double.stderr[-3000:]
+    a, b = weights(tmp_path / "one" / "last.pt"), weights(tmp_path / "two" / "last.pt")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+    # the sharded feature extraction filled every row the same way
+    f1 = np.load(next((tmp_path / "cache1").glob("*/features.npy")))
+    f2 = np.load(next((tmp_path / "cache2").glob("*/features.npy")))
+    assert f1.shape == f2.shape and np.allclose(f1.astype(np.float32), f2.astype(np.float32), atol=1e-2)
