@@ -106,8 +106,8 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
         log(info, f"feature cache: {cache.dir} ({'built' if built else 'reused'})")
         features, failed = cache.load()
         if failed:
-            for row, error in failed.items():
-                log(info, f"skipped unreadable image: {error}")
+            shown = "\n".join(f"  {error}" for error in list(failed.values())[:5])
+            log(info, f"feature cache: {len(failed)} unreadable images skipped, e.g.:\n{shown}")
             train_idx = [i for i in train_idx if i not in failed]
             val_idx = [i for i in val_idx if i not in failed]
 
