@@ -110,7 +110,7 @@ class Captioner:
         max_length = max_length or self.decoding["max_length"]
         penalty = self.decoding["length_penalty"] if length_penalty is None else length_penalty
         common = dict(start_id=self.vocab.start_id, end_id=self.vocab.end_id, max_length=max_length,
-                      banned=(self.vocab.pad_id, self.vocab.start_id))
+                      banned=self.vocab.never_generated)
         decoder = self.model.decoder
         features = features.to(self.device)
         if method == "greedy":

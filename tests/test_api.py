@@ -55,3 +55,15 @@ def test_device_choice(tiny_ckpt):
         with pytest.raises(ValueError, match="no CUDA GPU"):
             Captioner.from_checkpoint(tiny_ckpt, device="cuda")
     assert Captioner.from_checkpoint(tiny_ckpt, device="cpu").device.type == "cpu"
+
+
+def test_unknown_word_token_is_never_generated(tiny_ckpt, examples_dir):
+    captioner = Captioner.from_checkpoint(tiny_ckpt)
+    unk = captioner.vocab.unk_id
+    with torch.no_grad():
+        captioner.model.decoder.out.bias[unk] = 100.0  # the model now wants <unk> everywhere
+    image = str(examples_dir / "cat.jpg")
+    for options in ({"method": "greedy"}, {"method": "beam", "beam_size": 3, "num_captions": 3},
+                    {"method": "sample", "num_captions": 3}):
+        (result,) = captioner.caption(image, **options)
+        assert result.captions and all("<unk>" not in c.text.split() for c in result.captions)

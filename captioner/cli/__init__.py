@@ -11,9 +11,9 @@ from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from ..data.datasets import DatasetError
 from ..models.encoder import EncoderUnavailable
-from . import caption, evaluate, train
+from . import attack, caption, evaluate, train, visualize
 
-SUBCOMMANDS = [caption, train, evaluate]
+SUBCOMMANDS = [caption, train, evaluate, attack, visualize]
 
 # Problems with the user's input (files, values, configs): one line on stderr, exit code 2
 # (set CAPTIONER_DEBUG=1 for the traceback).
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("captioner: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped early, e.g. `| head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as error:
         if os.environ.get("CAPTIONER_DEBUG"):
             raise

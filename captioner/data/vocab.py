@@ -69,6 +69,12 @@ class Vocabulary:
             kept = kept[: max(0, max_size - len(SPECIALS))]
         return cls([*SPECIALS, *kept], min_count=min_count)
 
+    @property
+    def never_generated(self) -> tuple[int, ...]:
+        """Tokens a decoder must not emit: padding, ``<start>``, and ``<unk>`` (a caption
+        saying "unknown word" tells the user nothing)."""
+        return (self.pad_id, self.start_id, self.unk_id)
+
     def __len__(self) -> int:
         return len(self.itos)
 

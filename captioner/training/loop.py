@@ -95,7 +95,7 @@ def decode_features(decoder, vocab, features: np.ndarray | torch.Tensor, method:
     decoder.eval()
     captions: list[str] = []
     options = dict(start_id=vocab.start_id, end_id=vocab.end_id, max_length=max_length,
-                   banned=(vocab.pad_id, vocab.start_id))
+                   banned=vocab.never_generated)
     for start in tqdm(range(0, len(features), batch_size), desc=f"decoding ({method})", disable=not show,
                       leave=False):
         chunk = torch.as_tensor(np.asarray(features[start:start + batch_size], dtype=np.float32)).to(device)
