@@ -1,0 +1,130 @@
+"""`captioner attack` on real files: what it saves, what it prints, and one-line errors."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioner.cli import main
+from captioner.cli.attack import parse_eps, parse_eps_list
+from test_attacks import one_thread  # noqa: F401  (autouse: one thread here too)
+
+
+def test_parse_eps():
+    assert parse_eps("2/255") == pytest.approx(2 / 255) and parse_eps(" 0.01 ") == 0.01 and parse_eps("0") == 0
+    assert parse_eps_list("0, 1/255,2/255") == pytest.approx([0, 1 / 255, 2 / 255])
+    for text, message in [("2/0", "division by zero"), ("abc", "not a number"), ("2", "outside"),
+                          ("-1/255", "outside"), ("1/2/3", "not a number")]:
+        with pytest.raises(ValueError, match=message):
+            parse_eps(text)
+    with pytest.raises(ValueError, match="no eps values"):
+        parse_eps_list(" , ")
+
+
+@pytest.fixture(scope="module")
+def odd_image(tmp_path_factory, examples_dir):
+    path = tmp_path_factory.mktemp("odd") / "odd.png"
+    Image.open(examples_dir / "coffee.jpg").convert("RGB").resize((301, 217)).save(path)
+    return path
+
+
+def test_classify_saves_an_image_of_the_input_size_within_eps(odd_image, tmp_path, capsys):
+    assert main(["attack", "classify", str(odd_image), "--eps", "2/255", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "before: espresso" in out and "after:" in out and "fools the model" in out
+    saved = Image.open(tmp_path / "odd_adversarial.png")
+    assert saved.size == (301, 217) and saved.mode == "RGB"
+    diff = np.abs(np.asarray(saved, dtype=int) - np.asarray(Image.open(odd_image), dtype=int))
+    assert diff.max() == 2  # FGSM on an 8-bit image: every pixel with a gradient moves exactly eps
+    assert Image.open(tmp_path / "odd_perturbation.png").size == (301, 217)
+    assert Image.open(tmp_path / "odd_figure.png").format == "PNG"
+    record = json.loads((tmp_path / "odd_attack.json").read_text())
+    assert record["before"][0]["label"] == "espresso" and len(record["after"]) == 5
+    assert record["method"] == "fgsm" and record["linf_255"] == 2 and not record["targeted"]
+
+
+def test_classify_targeted_json(odd_image, tmp_path, capsys):
+    code = main(["attack", "classify", str(odd_image), "--eps", "8/255", "--target", "gibbon", "--method", "pgd",
+                 "--steps", "5", "--out", str(tmp_path), "--json"])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["target"] == "gibbon" and record["targeted"] and record["method"] == "pgd"
+    assert record["after"][0]["label"] == "gibbon" and record["saved_fooled"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--eps", "2/0"], "--eps '2/0': division by zero"),
+    (["--eps", "abc"], "--eps 'abc' is not a number or a fraction such as 2/255"),
+    (["--target", "gibbbon"], "unknown label 'gibbbon'; closest: gibbon"),
+    (["--alpha", "x"], "--alpha 'x' is not a number"),
+])
+def test_classify_errors_are_one_line(odd_image, tmp_path, capsys, args, message):
+    assert main(["attack", "classify", str(odd_image), "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("captioner attack: error:")
+
+
+def test_unreadable_image_is_named(tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really")
+    assert main(["attack", "classify", str(broken), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{broken}: " in err
+
+
+def test_caption_untargeted_and_targeted(tiny_ckpt, examples_dir, tmp_path, capsys):
+    image = str(examples_dir / "cat.jpg")
+    assert main(["attack", "caption", image, "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["method"] == "fgsm" and record["before"] and record["after"]
+    assert record["changed"] == (record["before"] != record["after"]) and record["linf_255"] == 2
+    assert (tmp_path / "cat_adversarial.png").exists() and (tmp_path / "cat_figure.png").exists()
+    code = main(["attack", "caption", image, "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path),
+                 "--target-caption", "a dog on the grass", "--steps", "2", "--eps", "4/255"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert 'BIM, target "a dog on the grass", eps 4/255:' in out and "before: " in out
+    assert main(["attack", "caption", image, "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path),
+                 "--target-caption", "a purple giraffe"]) == 2
+    assert "'purple', 'giraffe' not in the model's vocabulary" in capsys.readouterr().err
+
+
+def test_report_for_a_classifier_with_labels(examples_dir, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("coffee.jpg", "clock.jpg"):
+        shutil.copy(examples_dir / name, images / name)
+    (tmp_path / "labels.csv").write_text("image,label\ncoffee.jpg,espresso\nclock.jpg,wall clock\n")
+    out = tmp_path / "out"
+    assert main(["attack", "report", "--model", "efficientnet_lite0", "--images", str(images), "--labels",
+                 str(tmp_path / "labels.csv"), "--eps", "0,2/255", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| eps | accuracy | success_rate |" in printed
+    report = json.loads((out / "report.json").read_text())
+    clean, attacked = report["rows"]
+    assert clean["accuracy"] == 50 and clean["success_rate"] == 0  # Lite0 calls the motion-blurred clock a spotlight
+    assert attacked["success_rate"] >= 50 and attacked["linf_255"] == pytest.approx(2, abs=1e-3)
+    assert (out / "report.png").exists() and "# Robustness of efficientnet_lite0" in (out / "report.md").read_text()
+    (tmp_path / "labels.csv").write_text("coffee.jpg,espreso\n")
+    assert main(["attack", "report", "--model", "efficientnet_lite0", "--images", str(images), "--labels",
+                 str(tmp_path / "labels.csv"), "--out", str(out)]) == 2
+    assert "labels.csv:1: unknown label 'espreso'; closest: espresso" in capsys.readouterr().err
+
+
+def test_report_for_the_captioner_on_a_dataset(tiny_ckpt, examples_dir, tmp_path, capsys):
+    rows = [{"image": "coffee.jpg", "caption": "a cup of coffee on a table", "split": "test"},
+            {"image": "cat.jpg", "caption": "a cat lying on a blanket", "split": "test"},
+            {"image": "clock.jpg", "caption": "a clock on the wall", "split": "train"}]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "config.yaml").write_text(
+        f"data:\n  format: generic\n  path: {tmp_path / 'data.jsonl'}\n  images: {examples_dir}\n")
+    out = tmp_path / "out"
+    assert main(["attack", "report", "--checkpoint", str(tiny_ckpt), "--config", str(tmp_path / "config.yaml"),
+                 "--eps", "0,4/255", "--out", str(out), "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "captioner" and report["images"] == 2
+    assert [row["eps_text"] for row in report["rows"]] == ["0", "4/255"]
+    assert {"BLEU-4", "CIDEr-D", "change_rate", "linf_255", "l2"} <= set(report["rows"][1])
+    assert report["rows"][0]["change_rate"] == 0 and (out / "report.md").exists()
