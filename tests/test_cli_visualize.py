@@ -1,0 +1,107 @@
+"""``captioner visualize``: round trips through the command line, on the real Lite0 at tiny
+sizes and few steps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from captioner.cli import main
+from captioner.cli.visualize import parse_channels
+
+
+def run(capsys, *argv):
+    code = main(["visualize", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_layers_lists_paths_names_and_shapes(capsys):
+    code, out, _ = run(capsys, "layers")
+    assert code == 0
+    assert "body.4.0  features.4.0  80x14x14" in out
+    assert out.rstrip().splitlines()[-1].split()[:3] == ["head", "logits", "1000"]
+
+
+def test_layers_of_vgg_use_the_literature_names(capsys):
+    code, out, _ = run(capsys, "layers", "--model", "vgg16", "--untrained")
+    assert code == 0
+    assert "conv5_3" in out and "512x14x14" in out and "fc7" in out
+
+
+def test_layers_of_the_encoder_inside_a_checkpoint(capsys, tiny_ckpt):
+    code, out, _ = run(capsys, "layers", "--checkpoint", str(tiny_ckpt))
+    assert code == 0 and "features.8" in out
+
+
+def test_filters_writes_a_grid_and_json_and_is_deterministic(capsys, tmp_path):
+    args = ["filters", "--layer", "features.2.0", "--channels", "2:6", "--steps", "3", "--size", "32",
+            "--quiet", "--columns", "4"]
+    code, out, err = run(capsys, *args, "--out", str(tmp_path / "a.png"))
+    assert code == 0, err
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["2", "3", "4", "5"]
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert [t["channel"] for t in record["targets"]] == [2, 3, 4, 5]
+    assert record["settings"]["steps"] == 3 and record["settings"]["size"] == 32
+    with Image.open(tmp_path / "a.png") as image:
+        assert image.width == 4 * (32 + 4) + 4
+    run(capsys, *args, "--out", str(tmp_path / "b.png"))
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    run(capsys, *args, "--seed", "1", "--out", str(tmp_path / "c.png"))
+    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "c.png").read_bytes()
+
+
+def test_class_prints_the_probability(capsys, tmp_path):
+    code, out, _ = run(capsys, "class", "--class", "Banana", "--steps", "1", "--size", "32", "--quiet",
+                       "--out", str(tmp_path / "banana.png"))
+    assert code == 0
+    assert out.startswith("banana\tp=")
+    assert json.loads((tmp_path / "banana.json").read_text())["targets"][0]["index"] == 954
+    with Image.open(tmp_path / "banana.png") as image:
+        assert image.size == (32, 32)  # a single image is saved as it is, without a label
+
+
+def test_neuron_and_deepdream_run(capsys, tmp_path, examples_dir):
+    code, out, _ = run(capsys, "neuron", "--layer", "body.1.0", "--channels", "0,7", "--x", "3", "--y", "4",
+                       "--steps", "2", "--size", "32", "--quiet", "--out", str(tmp_path / "n.png"))
+    assert code == 0 and "x=3 y=4" in out
+    code, out, _ = run(capsys, "deepdream", "--layer", "features.2.1", "--image", str(examples_dir / "cat.jpg"),
+                       "--steps", "2", "--size", "32", "--quiet", "--out", str(tmp_path / "d.png"))
+    assert code == 0 and "mean_square=" in out
+
+
+def test_first_layer_weights(capsys, tmp_path):
+    code, out, _ = run(capsys, "filters", "--weights", "--out", str(tmp_path / "w.png"))
+    assert code == 0 and len(out.splitlines()) == 32
+    with Image.open(tmp_path / "w.png") as image:
+        assert image.width == 6 * (32 + 4) + 4  # 32 kernels in 6 columns of 32-pixel tiles
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["filters", "--layer", "features.4.9"],
+     "unknown layer 'features.4.9' in efficientnet_lite0; did you mean features.4.2"),
+    (["filters", "--layer", "features.2.0", "--channels", "20:30"], "features.2.0 has 24 channels (0..23)"),
+    (["filters", "--layer", "features.2.0", "--channels", "a:b"], "--channels 'a:b'"),
+    (["filters"], "needs --layer"),
+    (["class", "--class", "bananna"], "closest: banana (954)"),
+    (["class", "--class", "1000"], "outside 0..999"),
+    (["neuron", "--layer", "features.2.0", "--x", "99"], "outside it"),
+    (["deepdream", "--layer", "features.2.0", "--image", "missing.jpg"], "missing.jpg: no such file"),
+    (["class", "--class", "banana", "--steps", "0"], "steps must be at least 1"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, argv, message):
+    code, _, err = run(capsys, *argv, "--size", "32", "--quiet", "--out", str(tmp_path / "x.png"))
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_parse_channels():
+    assert parse_channels("0:4") == [0, 1, 2, 3]
+    assert parse_channels("0:16:5") == [0, 5, 10, 15]
+    assert parse_channels("7") == [7]
+    assert parse_channels("3,1") == [3, 1]
+    with pytest.raises(ValueError, match="selects no channels"):
+        parse_channels("5:5")
