@@ -51,6 +51,7 @@ class ModelConfig:
     hidden_size: int = 512
     num_layers: int = 1
     dropout: float = 0.5
+    feature_norm: str = "none"       # none | layernorm: normalise the image features before h0/c0
 
 
 @dataclass
@@ -69,6 +70,9 @@ class TrainConfig:
     step_epochs: int = 8             # step schedule: multiply the lr by step_gamma every step_epochs
     step_gamma: float = 0.5
     label_smoothing: float = 0.0
+    objective: str = "xe"            # xe: teacher-forced cross-entropy | scst: self-critical CIDEr-D training
+    scst_samples: int = 5            # captions sampled per image by scst
+    ema_decay: float = 0.0           # > 0: validate and save an exponential moving average of the weights
     feature_views: int = 1           # cached views per image: 1 = the plain centre crop, more = augmented
     fine_tune_encoder: bool = False  # train from images with the encoder unfrozen (no feature cache)
     encoder_lr: float = 1e-5
@@ -108,6 +112,8 @@ class Config:
             "train.lr_schedule": (self.train.lr_schedule, ("cosine", "step", "constant")),
             "train.val_method": (self.train.val_method, ("greedy", "beam")),
             "train.device": (self.train.device, ("auto", "cpu", "cuda")),
+            "model.feature_norm": (self.model.feature_norm, ("none", "layernorm")),
+            "train.objective": (self.train.objective, ("xe", "scst")),
             "decode.method": (self.decode.method, ("greedy", "beam", "sample")),
         }
         for key, (value, allowed) in choices.items():
@@ -122,6 +128,11 @@ class Config:
         for key, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{key} must be at least 1, got {value}")
+        if self.train.objective == "scst" and (self.train.fine_tune_encoder or self.train.scst_samples < 2):
+            raise ConfigError("train.objective scst needs train.scst_samples >= 2 and runs on cached features "
+                              "(train.fine_tune_encoder false)")
+        if not 0 <= self.train.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.train.ema_decay}")
         if not 0 <= self.train.label_smoothing < 1:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
         if self.data.val_fraction + self.data.test_fraction >= 1:

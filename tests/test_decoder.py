@@ -84,3 +84,18 @@ def test_config_validation_and_roundtrip():
         DecoderConfig.from_dict({**config.to_dict(), "hiden_size": 3})
     with pytest.raises(ValueError, match="features of shape"):
         LSTMDecoder(config).init_state(torch.zeros(2, 4))
+
+
+def test_layernorm_feature_normalisation_makes_the_start_state_scale_invariant():
+    config = DecoderConfig(vocab_size=9, feature_dim=6, embed_dim=3, hidden_size=5, dropout=0.0,
+                           feature_norm="layernorm")
+    decoder = LSTMDecoder(config)
+    features = torch.randn(2, 6)
+    h_a, c_a = decoder.init_state(features)
+    h_b, c_b = decoder.init_state(features * 7.0 + 3.0)  # LayerNorm removes scale and shift
+    assert torch.allclose(h_a, h_b, atol=1e-4) and torch.allclose(c_a, c_b, atol=1e-4)
+    plain = LSTMDecoder(DecoderConfig(vocab_size=9, feature_dim=6, embed_dim=3, hidden_size=5, dropout=0.0))
+    assert not torch.allclose(plain.init_state(features)[0], plain.init_state(features * 7.0 + 3.0)[0])
+    assert DecoderConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="feature_norm"):
+        DecoderConfig(vocab_size=9, feature_dim=6, feature_norm="batch")

@@ -198,3 +198,37 @@ def test_two_processes_train_the_same_model_as_one(shapes, tmp_path):
     f1 = np.load(next((tmp_path / "cache1").glob("*/features.npy")))
     f2 = np.load(next((tmp_path / "cache2").glob("*/features.npy")))
     assert f1.shape == f2.shape and np.allclose(f1.astype(np.float32), f2.astype(np.float32), atol=1e-2)
+
+
+def test_weight_average_is_saved_and_resumes_bit_exactly(shapes, tmp_path):
+    options = dict(lr_schedule="constant", ema_decay=0.9)
+    run(shapes, tmp_path / "straight", epochs=3, **options)
+    run(shapes, tmp_path / "split", epochs=1, **options)
+    run(shapes, tmp_path / "split", resume=True, epochs=3, **options)
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    for key in a["decoder"]["state_dict"]:
+        assert torch.equal(a["decoder"]["state_dict"][key], b["decoder"]["state_dict"][key]), key
+        assert torch.equal(a["train_state"]["raw_weights"]["decoder"][key],
+                           b["train_state"]["raw_weights"]["decoder"][key]), key
+    raw, averaged = a["train_state"]["raw_weights"]["decoder"], a["decoder"]["state_dict"]
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw)  # the saved weights are the average
+    assert a["train_state"]["ema_n_averaged"] == a["training"]["step"]
+
+
+def test_building_the_feature_cache_does_not_change_the_training_run(shapes, tmp_path):
+    # the same run, once building a fresh cache and once reusing it, trains the same weights
+    run(shapes, tmp_path / "fresh", epochs=1, cache_dir=str(tmp_path / "new-cache"))
+    run(shapes, tmp_path / "reused", epochs=1, cache_dir=str(tmp_path / "new-cache"))
+    a, b = weights(tmp_path / "fresh" / "last.pt"), weights(tmp_path / "reused" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_self_critical_phase_raises_the_reward(shapes, tmp_path):
+    run(shapes, tmp_path / "xe", epochs=2)
+    result = run(shapes, tmp_path / "scst", epochs=3, objective="scst", scst_samples=4, lr=1e-3, batch_size=12,
+                 label_smoothing=0.0, lr_schedule="constant", init_from=str(tmp_path / "xe" / "last.pt"))
+    rewards = [row["train_reward"] for row in result["history"]]
+    assert rewards[-1] > rewards[0]
+    assert load_checkpoint(tmp_path / "scst" / "last.pt")["training"]["config"]["train"]["objective"] == "scst"
+    with pytest.raises(TrainingError, match="set train.init_from"):
+        run(shapes, tmp_path / "cold", epochs=1, objective="scst")

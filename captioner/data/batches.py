@@ -61,5 +61,6 @@ def image_batches(paths: Sequence[str], spec: Preprocessing, batch_size: int = 1
         num_workers=num_workers,
         collate_fn=collate_images,
         persistent_workers=False,
+        generator=torch.Generator(),  # leave the global RNG alone
     )
     yield from loader

@@ -141,7 +141,9 @@ class FeatureCache:
         rows = list(range(rank, len(self.paths), world))
         dataset = torch.utils.data.Subset(
             ImageViewsDataset(self.paths, self.spec.preprocessing, self.views, self.seed), rows)
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+        # Its own generator: building the cache must not move the global RNG that training draws from.
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
+                            generator=torch.Generator())
         failed: dict[int, str] = {}
         bar = tqdm(total=len(rows), desc=f"features ({self.spec.backbone})", unit="img",
                    disable=not progress or rank != 0)

@@ -27,6 +27,9 @@ class DecoderConfig:
     hidden_size: int = 512
     num_layers: int = 1
     dropout: float = 0.5
+    # "layernorm" normalises the image features before they are projected to h0 and c0;
+    # "none" uses them as the encoder gives them.
+    feature_norm: str = "none"
 
     def __post_init__(self):
         for name in ("vocab_size", "feature_dim", "embed_dim", "hidden_size", "num_layers"):
@@ -34,6 +37,8 @@ class DecoderConfig:
                 raise ValueError(f"decoder {name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"decoder dropout must be in [0, 1), got {self.dropout}")
+        if self.feature_norm not in ("none", "layernorm"):
+            raise ValueError(f"decoder feature_norm must be none or layernorm, got {self.feature_norm!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +58,7 @@ class LSTMDecoder(nn.Module):
         self.config = config
         layers, hidden = config.num_layers, config.hidden_size
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=pad_id)
+        self.feature_norm = nn.LayerNorm(config.feature_dim) if config.feature_norm == "layernorm" else nn.Identity()
         self.init_h = nn.Linear(config.feature_dim, layers * hidden)
         self.init_c = nn.Linear(config.feature_dim, layers * hidden)
         self.lstm = nn.LSTM(
@@ -68,7 +74,7 @@ class LSTMDecoder(nn.Module):
             raise ValueError(
                 f"decoder expects features of shape (B, {self.config.feature_dim}), got {tuple(features.shape)}"
             )
-        features = self.dropout(features)
+        features = self.dropout(self.feature_norm(features))
         batch, layers, hidden = features.shape[0], self.config.num_layers, self.config.hidden_size
         h0 = self.init_h(features).view(batch, layers, hidden).transpose(0, 1).contiguous()
         c0 = self.init_c(features).view(batch, layers, hidden).transpose(0, 1).contiguous()

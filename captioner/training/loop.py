@@ -46,11 +46,12 @@ def caption_loss(logits: torch.Tensor, captions: torch.Tensor, label_smoothing: 
 
 def train_one_epoch(model, optimizer, scheduler, loader, normalisers: list[float], progress: Progress, *,
                     label_smoothing: float, grad_clip: float, device: torch.device, show: bool,
-                    description: str = "") -> dict:
+                    description: str = "", after_step=None) -> dict:
     """Train on the batches of ``loader`` (already skipping the steps done before a resume).
 
     ``model(inputs, captions, lengths)`` returns logits; ``normalisers[i]`` belongs to
-    the i-th batch the loader yields. Returns the epoch's mean loss and throughput.
+    the i-th batch the loader yields; ``after_step()`` runs after every optimizer step
+    (the weight average). Returns the epoch's mean loss and throughput.
     """
     model.train()
     total_loss, total_tokens, samples = 0.0, 0, 0
@@ -67,6 +68,8 @@ def train_one_epoch(model, optimizer, scheduler, loader, normalisers: list[float
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
         optimizer.step()
         scheduler.step()
+        if after_step is not None:
+            after_step()
         progress.step += 1
         progress.step_in_epoch += 1
         progress.rng_before_step = None

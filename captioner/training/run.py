@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
@@ -34,6 +35,7 @@ from ..models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, buil
 from .batches import CachedPairs, ImagePairs, caption_pairs, collate, epoch_batches
 from .distributed import Distributed, setup, teardown
 from .loop import Progress, decode_features, train_one_epoch
+from .scst import CaptionSampler, CiderReward, scst_one_epoch
 
 # Keys that may change between a run and its --resume.
 RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping", "train.num_workers", "train.extract_batch_size",
@@ -88,6 +90,7 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     decoder = LSTMDecoder(DecoderConfig(
         vocab_size=len(vocab), feature_dim=encoder.feature_dim, embed_dim=cfg.model.embed_dim,
         hidden_size=cfg.model.hidden_size, num_layers=cfg.model.num_layers, dropout=cfg.model.dropout,
+        feature_norm=cfg.model.feature_norm,
     ))
     model = CaptionModel(encoder, decoder)
     if source is not None:
@@ -95,6 +98,12 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     fine_tune = cfg.train.fine_tune_encoder
     encoder.set_trainable(fine_tune)
     model.to(info.device)
+    ema = None
+    if cfg.train.ema_decay > 0:
+        ema = AveragedModel(model if fine_tune else decoder, use_buffers=True,
+                            multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay))
+        if previous is not None:
+            _restore_ema(model, ema, previous)
 
     paths = [r.image_path for r in records]
     features = None
@@ -112,7 +121,14 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
             val_idx = [i for i in val_idx if i not in failed]
 
     pairs = caption_pairs([records[i] for i in train_idx], train_idx, vocab, cfg.data.max_caption_words)
-    if fine_tune:
+    scst = cfg.train.objective == "scst"
+    if scst:
+        if init is None and previous is None:
+            raise TrainingError("train.objective scst fine-tunes a teacher-forced model: set train.init_from")
+        image_refs = [records[i].tokens for i in train_idx]
+        reward = CiderReward(image_refs)
+        net = CaptionSampler(decoder, vocab.start_id, vocab.end_id, vocab.never_generated, cfg.decode.max_length)
+    elif fine_tune:
         dataset = ImagePairs(pairs, paths, encoder.preprocessing, cfg.train.seed)
         net = model
     else:
@@ -122,7 +138,8 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     if fine_tune:
         groups.append({"params": list(encoder.parameters()), "lr": cfg.train.encoder_lr})
     optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    steps_per_epoch = len(epoch_batches(len(pairs), cfg.train.batch_size, cfg.train.seed, 0))
+    units = len(train_idx) if scst else len(pairs)  # scst steps over images, teacher forcing over captions
+    steps_per_epoch = len(epoch_batches(units, cfg.train.batch_size, cfg.train.seed, 0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps_per_epoch))
     if info.enabled:
         net = DistributedDataParallel(net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
@@ -136,23 +153,30 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
         write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     references = {records[i].image_id: records[i].raw for i in val_idx}
-    state = dict(cfg=cfg, model=model, vocab=vocab, optimizer=optimizer, scheduler=scheduler, out=out,
+    state = dict(cfg=cfg, model=model, ema=ema, vocab=vocab, optimizer=optimizer, scheduler=scheduler, out=out,
                  contents=contents, train_images=len(train_idx))
+    after_step = (lambda: ema.update_parameters(model if fine_tune else decoder)) if ema is not None else None
     loader_generator = torch.Generator()  # keeps DataLoader set-up away from the global RNG
     stopped_early = False
     for epoch in range(progress.epoch, cfg.train.epochs):
         progress.epoch = epoch
-        batches = epoch_batches(len(pairs), cfg.train.batch_size, cfg.train.seed, epoch)[progress.step_in_epoch:]
-        normalisers = [sum(len(pairs[i][1]) - 1 for i in b) / info.world for b in batches]
-        dataset.epoch = epoch
-        loader = DataLoader(dataset, batch_sampler=[b[info.rank::info.world] for b in batches], collate_fn=collate,
-                            num_workers=cfg.train.num_workers if fine_tune else 0, generator=loader_generator)
+        batches = epoch_batches(units, cfg.train.batch_size, cfg.train.seed, epoch)[progress.step_in_epoch:]
+        shares = [b[info.rank::info.world] for b in batches]
+        common = dict(grad_clip=cfg.train.grad_clip, device=info.device, show=info.is_main,
+                      description=f"epoch {epoch + 1}/{cfg.train.epochs}", after_step=after_step)
         try:
-            stats = train_one_epoch(
-                net, optimizer, scheduler, loader, normalisers, progress,
-                label_smoothing=cfg.train.label_smoothing, grad_clip=cfg.train.grad_clip, device=info.device,
-                show=info.is_main, description=f"epoch {epoch + 1}/{cfg.train.epochs}",
-            )
+            if scst:
+                stats = scst_one_epoch(
+                    net, decoder, optimizer, scheduler, list(zip(batches, shares)), features, train_idx,
+                    image_refs, reward, vocab, progress, samples=cfg.train.scst_samples, world=info.world, **common,
+                )
+            else:
+                normalisers = [sum(len(pairs[i][1]) - 1 for i in b) / info.world for b in batches]
+                dataset.epoch = epoch
+                loader = DataLoader(dataset, batch_sampler=shares, collate_fn=collate, generator=loader_generator,
+                                    num_workers=cfg.train.num_workers if fine_tune else 0)
+                stats = train_one_epoch(net, optimizer, scheduler, loader, normalisers, progress,
+                                        label_smoothing=cfg.train.label_smoothing, **common)
         except KeyboardInterrupt:
             if info.is_main:
                 _save(state, out / "last.pt", progress, history, best)
@@ -162,8 +186,9 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
         progress.epoch, progress.step_in_epoch = epoch + 1, 0
         stop = False
         if info.is_main:
-            val_features = _val_features(model, features, val_idx, paths, cfg, info.device)
-            scores = _validate(model, vocab, val_features, [records[i].image_id for i in val_idx], references, cfg,
+            published = _published(model, ema)
+            val_features = _val_features(published, features, val_idx, paths, cfg, info.device)
+            scores = _validate(published, vocab, val_features, [records[i].image_id for i in val_idx], references, cfg,
                                info.device)
             row = {"epoch": epoch + 1, "step": progress.step, "lr": scheduler.get_last_lr()[0], **stats, **scores}
             history.append(row)
@@ -253,8 +278,27 @@ def _restore(data: dict, optimizer, scheduler) -> tuple[Progress, list, dict]:
     return progress, list(state["history"]), dict(state["best"])
 
 
+def _published(model: CaptionModel, ema) -> CaptionModel:
+    """The weights that are validated and saved: the moving average when there is one."""
+    if ema is None:
+        return model
+    averaged = ema.module
+    return averaged if isinstance(averaged, CaptionModel) else CaptionModel(model.encoder, averaged)
+
+
+def _restore_ema(model: CaptionModel, ema, data: dict) -> None:
+    """On --resume the checkpoint's weights (already in ``ema``, copied from ``model``) are
+    the average; put the raw weights, kept in train_state, back into ``model``."""
+    raw = data["train_state"]["raw_weights"]
+    model.decoder.load_state_dict(raw["decoder"])
+    if raw.get("encoder") is not None:
+        model.encoder.load_state_dict(raw["encoder"])
+    ema.n_averaged.fill_(int(data["train_state"]["ema_n_averaged"]))
+
+
 def _save(state: dict, path: Path, progress: Progress, history: list, best: dict) -> None:
-    cfg, model, vocab = state["cfg"], state["model"], state["vocab"]
+    cfg, vocab, ema = state["cfg"], state["vocab"], state["ema"]
+    model = _published(state["model"], ema)
     contents = state["contents"]
     training = {
         "config": cfg.to_dict(),
@@ -270,6 +314,13 @@ def _save(state: dict, path: Path, progress: Progress, history: list, best: dict
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "progress": progress.counters(), "history": history, "best": dict(best),
     }
+    if ema is not None:
+        raw = state["model"]
+        train_state["raw_weights"] = {
+            "decoder": raw.decoder.state_dict(),
+            "encoder": raw.encoder.state_dict() if cfg.train.fine_tune_encoder else None,
+        }
+        train_state["ema_n_averaged"] = int(ema.n_averaged)
     data = make_checkpoint(
         encoder_spec=model.encoder.spec.to_dict(), decoder_config=model.decoder.config.to_dict(),
         decoder_state=model.decoder.state_dict(), vocab=vocab.to_dict(),
