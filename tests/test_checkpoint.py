@@ -1,5 +1,6 @@
 """The checkpoint format: round trips, float16 storage, and clear errors for bad files."""
 
+import json
 import os
 import shutil
 
@@ -153,3 +154,21 @@ def test_missing_default_checkpoint_is_explained(monkeypatch, tmp_path):
     monkeypatch.setattr(captioner.api, "default_checkpoint_path", lambda: tmp_path / "default.pt")
     with pytest.raises(CheckpointError, match="bundled default checkpoint is not there"):
         Captioner.from_checkpoint()
+
+
+def test_cli_info_and_export(tiny_ckpt, tmp_path, capsys):
+    from captioner.cli import main
+
+    assert main(["checkpoint", "info", str(tiny_ckpt), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["encoder"]["backbone"] == "efficientnet_lite0" and info["vocabulary"]["words"] > 4
+    assert info["weights_dtype"] == "float32"
+    target = tmp_path / "slim.pt"
+    assert main(["checkpoint", "export", str(tiny_ckpt), str(target), "--half"]) == 0
+    capsys.readouterr()
+    slim, original = load_checkpoint(target), load_checkpoint(tiny_ckpt)
+    assert "train_state" not in slim
+    for key, value in original["decoder"]["state_dict"].items():
+        assert torch.equal(slim["decoder"]["state_dict"][key], value.half())
+    assert main(["checkpoint", "info", str(target)]) == 0
+    assert "float16" in capsys.readouterr().out

@@ -11,9 +11,9 @@ from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from ..data.datasets import DatasetError
 from ..models.encoder import EncoderUnavailable
-from . import attack, caption, evaluate, train, visualize
+from . import attack, caption, checkpoint, evaluate, train, visualize
 
-SUBCOMMANDS = [caption, train, evaluate, attack, visualize]
+SUBCOMMANDS = [caption, train, evaluate, checkpoint, visualize, attack]
 
 # Problems with the user's input (files, values, configs): one line on stderr, exit code 2
 # (set CAPTIONER_DEBUG=1 for the traceback).
