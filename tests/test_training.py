@@ -47,13 +47,16 @@ def weights(path):
 
 
 def test_loss_falls_and_checkpoints_and_log_are_written(shapes, tmp_path):
-    result = run(shapes, tmp_path / "run", epochs=5)
+    # lr 1e-2 for 8 epochs learns the shapes (CIDEr-D goes from ~60-130 to ~400 over seeds 0-2);
+    # 5 epochs at 3e-3 was too short for the captions to improve reliably.
+    result = run(shapes, tmp_path / "run", epochs=8, lr=1e-2)
     losses = [row["train_loss"] for row in result["history"]]
-    assert losses[0] > losses[1] > losses[2] and losses[-1] < 0.9 * losses[0]
-    assert result["history"][-1]["CIDEr-D"] > result["history"][0]["CIDEr-D"]
+    assert losses[0] > losses[1] > losses[2] and losses[-1] < 0.75 * losses[0]
+    scores = [row["CIDEr-D"] for row in result["history"]]
+    assert scores[-1] > max(200.0, 2 * scores[0]), scores
     assert {p.name for p in (tmp_path / "run").iterdir()} >= {"best.pt", "last.pt", "log.csv", "config.yaml"}
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert rows[0].startswith("epoch,step,lr,train_loss") and len(rows) == 6
+    assert rows[0].startswith("epoch,step,lr,train_loss") and len(rows) == 9
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert best["training"]["epoch"] == result["best_epoch"]
     assert best["decoding"]["beam_size"] == 2
