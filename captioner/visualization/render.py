@@ -9,13 +9,15 @@ the objective needs, so early layers are cheap.
 Images of a batch never interact (the network is in eval mode, the objective is a sum
 of per-image values, the transforms are shared and each image has its own initial seed),
 so a batch of 16 channels gives the same 16 images as 16 separate runs, in one
-forward/backward per step.
+forward/backward per step. The network sees a large batch in chunks of a few images
+(:data:`CHUNK_BYTES`), which keeps each image as cheap as in a small batch.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -29,6 +31,11 @@ from .layers import LayerRecorder
 from .objectives import INPUT, Objective, l2, total_variation
 from .param import ImageParam, make_param
 from .transform import Compose, Transform, standard_transforms
+
+# The largest activation of one chunk of images in the optimisation's forward pass. Below
+# glibc's largest mmap threshold (32 MB), with room for the random scale and padding:
+# larger tensors are mmapped afresh, page-faulted and zeroed on every allocation.
+CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,7 @@ def render(encoder: ImageEncoder, objective: Objective, batch: int = 1, settings
     encoder.eval()
     images = None
     try:
-        with LayerRecorder(encoder, full.layers) as recorder, \
+        with _out_of_place(encoder), LayerRecorder(encoder, full.layers, chunk_bytes=CHUNK_BYTES) as recorder, \
                 tqdm(total=settings.steps, unit="step", disable=not settings.progress, file=sys.stderr,
                      desc=objective.name[:40], leave=False) as progress:
             for octave_size, count in zip(sizes, step_counts):
@@ -134,6 +141,21 @@ def render(encoder: ImageEncoder, objective: Objective, batch: int = 1, settings
     finally:
         encoder.train(was_training)
     return RenderResult(images=images, values=values.tolist())
+
+
+@contextmanager
+def _out_of_place(encoder: ImageEncoder) -> Iterator[None]:
+    """Run the encoder's in-place activations (``ReLU6(inplace=True)``...) out of place
+    for a while. Same values, but under autograd an in-place activation first clones
+    its input for the backward pass: one more copy of every activation at every step."""
+    modules = [m for m in encoder.modules() if getattr(m, "inplace", None) is True]
+    for module in modules:
+        module.inplace = False
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.inplace = True
 
 
 def _optimise(param: ImageParam, objective: Objective, recorder: LayerRecorder, transforms: Transform,
