@@ -172,3 +172,20 @@ def test_cli_info_and_export(tiny_ckpt, tmp_path, capsys):
         assert torch.equal(slim["decoder"]["state_dict"][key], value.half())
     assert main(["checkpoint", "info", str(target)]) == 0
     assert "float16" in capsys.readouterr().out
+    assert slim["decoding"] == original["decoding"]
+
+
+def test_cli_export_sets_the_default_decoding(tiny_ckpt, tmp_path, capsys):
+    from captioner.cli import main
+
+    target = tmp_path / "beam2.pt"
+    assert main(["checkpoint", "export", str(tiny_ckpt), str(target), "--beam-size", "2",
+                 "--length-penalty", "0.5"]) == 0
+    decoding = load_checkpoint(target)["decoding"]
+    assert decoding["beam_size"] == 2 and decoding["length_penalty"] == 0.5
+    before = load_checkpoint(tiny_ckpt)["decoding"] or {}
+    assert {k: v for k, v in decoding.items() if k not in ("beam_size", "length_penalty")} == \
+        {k: v for k, v in before.items() if k not in ("beam_size", "length_penalty")}
+    capsys.readouterr()
+    assert main(["checkpoint", "export", str(tiny_ckpt), str(tmp_path / "bad.pt"), "--beam-size", "0"]) == 2
+    assert "--beam-size" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()

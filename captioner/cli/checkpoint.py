@@ -19,6 +19,10 @@ def add_parser(subparsers) -> None:
     export.add_argument("source")
     export.add_argument("target")
     export.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
+    export.add_argument("--method", choices=["greedy", "beam"], help="new default decoding method")
+    export.add_argument("--beam-size", type=int, help="new default beam size")
+    export.add_argument("--length-penalty", type=float, help="new default length penalty (0 = none)")
+    export.add_argument("--max-length", type=int, help="new default maximum caption length in words")
     export.set_defaults(run=run_export)
 
 
@@ -65,14 +69,29 @@ def run_info(args) -> int:
     return 0
 
 
+def _decoding(stored: dict | None, args) -> dict | None:
+    """The stored default decoding with the export options applied (checked like the caption CLI)."""
+    changes = {"method": args.method, "beam_size": args.beam_size, "length_penalty": args.length_penalty,
+               "max_length": args.max_length}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return stored
+    if changes.get("beam_size", 1) < 1 or changes.get("max_length", 1) < 1:
+        raise ValueError("--beam-size and --max-length must be at least 1")
+    if changes.get("length_penalty", 0.0) < 0:
+        raise ValueError("--length-penalty must be >= 0")
+    return {**(stored or {}), **changes}
+
+
 def run_export(args) -> int:
     data = load_checkpoint(args.source)
     training = {k: v for k, v in data.get("training", {}).items()}
+    decoding = _decoding(data.get("decoding"), args)
     slim = make_checkpoint(
         encoder_spec=data["encoder"]["spec"], decoder_config=data["decoder"]["config"],
         decoder_state=data["decoder"]["state_dict"], vocab=data["vocab"], encoder_state=data["encoder"]["state_dict"],
-        decoding=data.get("decoding"), training=training, half=args.half,
+        decoding=decoding, training=training, half=args.half,
     )
     save_checkpoint(slim, args.target)
-    print(f"wrote {args.target} (no training state{', float16 weights' if args.half else ''})")
+    print(f"wrote {args.target} (no training state{', float16 weights' if args.half else ''}; decoding {decoding})")
     return 0
