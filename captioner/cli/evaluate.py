@@ -37,6 +37,9 @@ def run(args) -> int:
     for method in args.method:
         if method not in ("greedy", "beam"):
             raise ValueError(f"--method {method!r}: evaluation decodes with greedy or beam")
+    for baseline in args.baseline:
+        if baseline not in ("nn", "frequent"):
+            raise ValueError(f"--baseline {baseline!r}: the baselines are nn and frequent")
     summary = evaluate(
         config, args.checkpoint, split=args.split, methods=args.method, baselines=args.baseline,
         beam_size=args.beam_size, length_penalty=args.length_penalty, max_length=args.max_length,

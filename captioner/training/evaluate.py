@@ -94,13 +94,14 @@ def evaluate(config, checkpoint: str | None, split: str = "test", methods: list[
     test_features = np.asarray(features[test_rows, 0], dtype=np.float32)
 
     systems: dict[str, list[str]] = {}
-    decoding = captioner.decoding
+    overrides = {"beam_size": beam_size, "length_penalty": length_penalty, "max_length": max_length}
+    decoding = {**captioner.decoding, **{k: v for k, v in overrides.items() if v is not None}}  # what was used
     for method in methods:
-        k = beam_size or decoding["beam_size"]
-        penalty = decoding["length_penalty"] if length_penalty is None else length_penalty
+        k = decoding["beam_size"]
         name = f"beam{k}" if method == "beam" else method
-        systems[name] = decode_features(captioner.model.decoder, captioner.vocab, test_features, method, k, penalty,
-                                        max_length or decoding["max_length"], device=captioner.device, show=show)
+        systems[name] = decode_features(captioner.model.decoder, captioner.vocab, test_features, method, k,
+                                        decoding["length_penalty"], decoding["max_length"], device=captioner.device,
+                                        show=show)
     if "nn" in baselines:
         if not train_rows:
             raise ValueError("the nn baseline needs training images")
@@ -116,7 +117,7 @@ def evaluate(config, checkpoint: str | None, split: str = "test", methods: list[
         results[name] = report.to_dict()
     summary = {
         "checkpoint": str(checkpoint) if checkpoint else "default", "data": config.data.path, "split": split,
-        "images": len(test_rows), "scale": "x100", "decoding": {**decoding, **({"beam_size": beam_size} if beam_size else {})},
+        "images": len(test_rows), "scale": "x100", "decoding": decoding,
         "systems": results,
     }
     if json_out:
@@ -136,8 +137,12 @@ def format_table(summary: dict) -> str:
     """The scores as a Markdown table, one row per system."""
     systems = summary["systems"]
     metrics = list(dict.fromkeys(m for s in systems.values() for m in s["scores"]))
+    decoding = summary.get("decoding") or {}
+    beam = next((name for name in systems if name.startswith("beam")), None)
+    settings = (f"; {beam}: length penalty {decoding.get('length_penalty')}, at most {decoding.get('max_length')} words"
+                if beam else "")
     lines = [
-        f"{summary['split']} split, {summary['images']} images, scores x100",
+        f"{summary['split']} split, {summary['images']} images, scores x100{settings}",
         "",
         "| system | " + " | ".join(metrics) + " |",
         "|---|" + "---|" * len(metrics),

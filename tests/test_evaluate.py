@@ -1,0 +1,82 @@
+"""Evaluation: the retrieval baselines on hand-built cases, and `captioner evaluate` end to end."""
+
+import json
+
+import numpy as np
+import pytest
+
+from captioner.cli import main
+from captioner.config import config_from_dict
+from captioner.training.evaluate import consensus_caption, most_frequent_caption, nearest_neighbour_captions
+from captioner.training.run import train
+from shapes import make_shapes, write_karpathy
+
+
+def test_nearest_neighbour_uses_cosine_similarity():
+    train_features = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    captions = ["east", "north", "north-east"]
+    queries = np.array([[5.0, 0.2], [0.1, 0.3], [2.0, 1.9], [10.0, 9.0]])
+    # (10, 9) is far from (1, 1) in distance but closest in angle
+    assert nearest_neighbour_captions(train_features, captions, queries) == ["east", "north", "north-east",
+                                                                              "north-east"]
+    assert nearest_neighbour_captions(train_features, captions, queries, chunk=1) == \
+        nearest_neighbour_captions(train_features, captions, queries)
+
+
+def test_most_frequent_caption_normalises_and_breaks_ties_alphabetically():
+    assert most_frequent_caption(["A dog.", "a cat", "a dog", "a bird"]) == "a dog"
+    assert most_frequent_caption(["b thing", "a thing"]) == "a thing"
+
+
+def test_consensus_caption_is_the_one_closest_to_the_others():
+    raw = ["a red bus", "a red bus on a road", "an apple"]
+    assert consensus_caption(raw, [r.split() for r in raw]) == "a red bus"
+    assert consensus_caption(["only one"], [["only", "one"]]) == "only one"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    dataset = write_karpathy(root, make_shapes(root))
+    settings = {
+        "data": {"name": "shapes", "format": "karpathy", "path": str(dataset), "images": str(root / "images"),
+                 "min_word_count": 1},
+        "model": {"embed_dim": 16, "hidden_size": 32, "dropout": 0.2},
+        "train": {"out_dir": str(root / "run"), "cache_dir": str(root / "cache"), "epochs": 8, "batch_size": 16,
+                  "lr": 1e-2, "early_stopping": 0},
+        "decode": {"beam_size": 3, "length_penalty": 1.0},
+    }
+    train(config_from_dict(settings))
+    config = root / "config.yaml"
+    config.write_text(json.dumps({"data": settings["data"], "train": {"cache_dir": str(root / "cache")}}))
+    return root, config, root / "run" / "best.pt"
+
+
+def test_evaluate_scores_every_system_with_the_decoding_it_used(trained, tmp_path, capsys):
+    root, config, checkpoint = trained
+    out, predictions = tmp_path / "scores.json", tmp_path / "predictions"
+    assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), "--split", "test",
+                 "--method", "greedy,beam", "--beam-size", "2", "--length-penalty", "0.5",
+                 "--baseline", "nn,frequent", "--json", str(out), "--predictions", str(predictions), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "test split, 9 images" in table and "beam2: length penalty 0.5" in table
+    summary = json.loads(out.read_text())
+    assert summary["decoding"]["beam_size"] == 2 and summary["decoding"]["length_penalty"] == 0.5
+    assert set(summary["systems"]) == {"greedy", "beam2", "nn", "frequent"}
+    scores = {name: system["scores"] for name, system in summary["systems"].items()}
+    assert {"BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D"} <= set(scores["greedy"])
+    # shapes: the nearest training image is the same shape and colour; one caption for all cannot be
+    assert scores["nn"]["CIDEr-D"] > 2 * scores["frequent"]["CIDEr-D"], scores
+    frequent = [json.loads(line) for line in (predictions / "test-frequent.jsonl").read_text().splitlines()]
+    assert len(frequent) == 9 and len({row["caption"] for row in frequent}) == 1
+    for name in ("greedy", "beam2", "nn"):
+        rows = [json.loads(line) for line in (predictions / f"test-{name}.jsonl").read_text().splitlines()]
+        assert len(rows) == 9 and all(row["caption"] and row["references"] for row in rows)
+
+
+def test_evaluate_rejects_unknown_methods_and_baselines(trained, capsys):
+    root, config, checkpoint = trained
+    assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), "--baseline", "knn"]) == 2
+    assert "--baseline 'knn'" in capsys.readouterr().err
+    assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), "--method", "sample"]) == 2
+    assert "--method 'sample'" in capsys.readouterr().err
