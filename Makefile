@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo offline-data clean
+.PHONY: install test demo bench bench-quick offline-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,19 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/captioner caption examples/
 
-# The offline training data: installs Debian/npm packages (needs root or sudo), then builds offline_data/.
+# Benchmarks: writes bench/RESULTS.md (about 15 minutes here; bench-quick: under 2, small sizes).
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick --out bench/.quick/RESULTS.md
+
+# The offline training data: installs Debian/npm packages (needs root or sudo), builds offline_data/,
+# then adds two composite views per training image (offline_data/dataset_offline_composite.json).
 offline-data: $(STAMP)
 	bash data_scripts/install_offline_sources.sh
 	$(BIN)/python data_scripts/build_offline_dataset.py --out offline_data
+	$(BIN)/python data_scripts/composite_views.py --data offline_data --per-image 2 --seed 0
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

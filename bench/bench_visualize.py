@@ -76,8 +76,9 @@ def _measure(quick: bool) -> dict:
         "command": "python bench/bench_visualize.py" + (" --quick" if quick else "")
                    + ("" if torch.get_num_threads() == 1 else f" --threads {torch.get_num_threads()}"),
         "notes": (f"medians of {repeats} alternating repeats on {torch.get_num_threads()} torch thread(s), seed 0; "
-                  f"largest pixel difference between the batched and the separate images: {difference:.1e} "
-                  "(float rounding differs between batch sizes, and Adam's normalised first steps amplify it)"),
+                  f"largest pixel difference between the batched and the separate images: {difference:.1e}"
+                  + (" (float rounding differs between batch sizes, and Adam's normalised first steps amplify it)"
+                     if difference > 0 else "")),
     }
 
 

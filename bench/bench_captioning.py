@@ -1,0 +1,127 @@
+"""Captioning speed and memory: end to end vs the encoder alone, batched vs per-image beam
+search, and peak memory on 100 vs 1,000 images.
+
+    python bench/bench_captioning.py [--quick]
+
+Uses the bundled default checkpoint and JPEG files made from the example photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import torch
+
+from common import ROOT, alternate, corpus
+
+from captioner import Captioner  # noqa: E402
+from captioner.data.images import load_image  # noqa: E402
+from captioner.data.preprocess import preprocess  # noqa: E402
+from captioner.decoding import beam_search  # noqa: E402
+
+BATCH = 16  # the CLI's default batch size
+
+
+def _pixels(captioner, paths) -> torch.Tensor:
+    return torch.stack([preprocess(load_image(p), captioner.preprocessing) for p in paths])
+
+
+def row_end_to_end(quick: bool = False) -> dict:
+    count, repeats = (64, 1) if quick else (256, 3)
+    paths = [str(p) for p in corpus(count)]
+    captioner = Captioner.from_checkpoint()
+    pixels = _pixels(captioner, paths)  # decoded and preprocessed up front: not timed
+
+    def encoder_only():
+        with torch.no_grad():
+            for chunk in pixels.split(BATCH):
+                captioner.model.encoder(chunk)
+
+    workers = 1 if count > 2 * BATCH else 0  # what `captioner caption` uses
+
+    def end_to_end():
+        results = list(captioner.caption_files(paths, batch_size=BATCH, num_workers=workers,
+                                               method="beam", beam_size=3))
+        assert all(r.text for r in results)
+
+    t_encoder, t_e2e = alternate(encoder_only, end_to_end, repeats)
+    ratio = t_encoder / t_e2e
+    return {
+        "row": "1. End-to-end captioning vs the encoder alone",
+        "baseline": f"encoder forward on {count} images already decoded in memory",
+        "ours": f"caption {count} JPEG files (640x480): read, preprocess, encode, beam 3",
+        "baseline_value": round(count / t_encoder, 1), "ours_value": round(count / t_e2e, 1), "unit": "img/s",
+        "ratio": round(ratio, 2), "ratio_is": "end-to-end throughput / encoder-only throughput",
+        "target": ">= 0.8x", "met": ratio >= 0.8,
+        "command": "python bench/bench_captioning.py" + (" --quick" if quick else ""),
+        "notes": f"batch {BATCH}, {workers} reader process(es), medians of {repeats} alternating runs",
+    }
+
+
+def row_beam(quick: bool = False) -> dict:
+    count, repeats = (64, 1) if quick else (256, 3)
+    paths = [str(p) for p in corpus(count)]
+    captioner = Captioner.from_checkpoint()
+    with torch.no_grad():
+        features = torch.cat([captioner.model.encoder(chunk) for chunk in _pixels(captioner, paths).split(BATCH)])
+    decoder, vocab = captioner.model.decoder, captioner.vocab
+    options = dict(start_id=vocab.start_id, end_id=vocab.end_id, beam_size=3, max_length=16,
+                   length_penalty=captioner.decoding["length_penalty"], banned=vocab.never_generated)
+    results = {}
+
+    def per_image():
+        results["single"] = [beam_search(decoder, features[i:i + 1], **options)[0][0].tokens for i in range(count)]
+
+    def batched():
+        results["batched"] = [h[0].tokens for chunk in features.split(BATCH) for h in beam_search(decoder, chunk, **options)]
+
+    t_single, t_batched = alternate(per_image, batched, repeats)
+    same = results["single"] == results["batched"]
+    ratio = t_single / t_batched
+    return {
+        "row": "2. Batched beam search vs per-image decoding",
+        "baseline": f"beam 3, one image at a time (its 3 beams as the batch), {count} images",
+        "ours": f"beam 3, batches of {BATCH} images ({BATCH * 3} rows per step)",
+        "baseline_value": round(count / t_single, 1), "ours_value": round(count / t_batched, 1), "unit": "img/s",
+        "ratio": round(ratio, 2), "ratio_is": "speed-up", "target": ">= 3x", "met": ratio >= 3,
+        "command": "python bench/bench_captioning.py" + (" --quick" if quick else ""),
+        "notes": f"same captions from both: {'yes' if same else 'NO'}; medians of {repeats} alternating runs",
+    }
+
+
+def _peak_rss_mb(count: int) -> float:
+    folder = corpus(count)[0].parent
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "peak_rss.py"), "caption", str(folder), "--quiet"],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def row_memory(quick: bool = False) -> dict:
+    small, large = (50, 250) if quick else (100, 1000)
+    rss_small, rss_large = _peak_rss_mb(small), _peak_rss_mb(large)
+    growth = rss_large / rss_small
+    return {
+        "row": "4. Peak memory, many images vs few",
+        "baseline": f"captioner caption on {small} images", "ours": f"captioner caption on {large} images",
+        "baseline_value": round(rss_small), "ours_value": round(rss_large), "unit": "MB peak",
+        "ratio": round(growth, 3), "ratio_is": "peak memory ratio",
+        "target": "<= 1.10x and < 1,536 MB", "met": growth <= 1.10 and rss_large < 1536,
+        "command": "python bench/bench_captioning.py" + (" --quick" if quick else ""),
+        "notes": "peak memory of the command's process tree (sum of PSS, so pages a forked image reader shares "
+                 "with its parent count once), sampled every 20 ms, one fresh process each",
+    }
+
+
+def rows(quick: bool = False) -> list[dict]:
+    return [row_end_to_end(quick), row_beam(quick), row_memory(quick)]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    for row in rows(args.quick):
+        print(json.dumps(row))

@@ -1,0 +1,131 @@
+"""Run every benchmark and write bench/RESULTS.md (and bench/results.json).
+
+    python bench/run.py [--quick] [--rows 1,2,3] [--out bench/RESULTS.md]
+
+`make bench` runs the full set (about 15 minutes on 2 cores); `--quick` runs every row
+small (under 2 minutes) to check that they work, not to measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from common import machine  # noqa: E402
+
+from captioner.fileio import write_json_atomic, write_text_atomic  # noqa: E402
+
+
+def _rows_1_2_4(quick):
+    import bench_captioning
+    return bench_captioning.rows(quick)
+
+
+def _rows_3_7(quick):
+    import bench_training
+    return bench_training.rows(quick)
+
+
+def _row_5(quick):
+    import bench_attacks
+    rows = bench_attacks.rows(quick)
+    for row in rows:  # bench_attacks reports time ours/baseline
+        row["row"] = f"5. {row['row']} vs torchattacks"
+        row["ratio_is"] = "time ours / torchattacks (max |output difference| " + f"{row['max_abs_diff']:.1e})"
+    return rows
+
+
+def _row_6(quick):
+    import bench_visualize
+    row = bench_visualize.row_filters(quick)
+    row["row"] = f"6. {row['row']}"
+    row["ratio_is"] = "speed-up"
+    return [row]
+
+
+GROUPS = {"1": _rows_1_2_4, "2": _rows_1_2_4, "4": _rows_1_2_4, "3": _rows_3_7, "7": _rows_3_7, "5": _row_5,
+          "6": _row_6}
+
+
+def markdown(results: dict) -> str:
+    info = results["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {results['date']} with `{results['command']}` in {results['seconds']:.0f} s"
+        + (" (quick mode: small sizes, for checking that the rows run, not for the figures)" if results["quick"] else "")
+        + ".",
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, Python {info['python']}, "
+        f"torch {info['torch']} ({info['torch_threads']} threads), CUDA: {'yes' if info['cuda'] else 'no'}; "
+        f"load average at the start: {info['load_average']:.2f}.",
+        "",
+        "Each row runs its two sides alternately, several times, and compares medians; ratios are the claims.",
+        "",
+        "| row | baseline | ours | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['row']} | | | error: {row['error']} | | no |")
+            continue
+        met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
+        lines.append(
+            f"| {row['row']} | {row['baseline']}: {row['baseline_value']} {row['unit']} | "
+            f"{row['ours']}: {row['ours_value']} {row['unit']} | {row['ratio']}x ({row['ratio_is']}) | "
+            f"{row['target']} | {met} |"
+        )
+    lines += ["", "## Notes and commands", ""]
+    for row in results["rows"]:
+        lines.append(f"- {row['row']}: `{row.get('command', '')}`. {row.get('notes', '')}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="every row small: checks that they run")
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7", help="comma-separated row numbers")
+    parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
+    args = parser.parse_args()
+    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = sorted(set(wanted) - set(GROUPS))
+    if unknown:
+        parser.error(f"unknown rows {unknown}; rows are 1-7")
+    started = time.time()
+    info = machine()
+    rows, done = [], set()
+    for number in wanted:
+        group = GROUPS[number]
+        if group in done:
+            continue
+        done.add(group)
+        print(f"bench: running {group.__name__.strip('_').replace('_', ' ')}", file=sys.stderr, flush=True)
+        try:
+            rows.extend(group(args.quick))
+        except Exception as error:  # a failing row is reported in the table, the others still run
+            traceback.print_exc()
+            rows.append({"row": f"{number}. ({group.__name__})", "error": f"{type(error).__name__}: {error}",
+                         "met": False})
+    rows = [r for r in rows if r["row"].split(".")[0] in wanted] or rows
+    rows.sort(key=lambda r: r["row"])
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "seconds": time.time() - started,
+        "command": "python bench/run.py" + (" --quick" if args.quick else "")
+                   + ("" if args.rows == parser.get_default("rows") else f" --rows {args.rows}"),
+        "machine": info, "rows": rows,
+    }
+    out = Path(args.out)
+    write_text_atomic(out, markdown(results))
+    write_json_atomic(out.with_name(out.stem.replace("RESULTS", "results") + ".json"), results, indent=2)
+    print(markdown(results))
+    return 0 if all(r.get("error") is None for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

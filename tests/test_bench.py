@@ -1,0 +1,24 @@
+"""The benchmark runner's quick mode runs every row and writes the table (timings are not checked)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_bench_runs_every_row_and_writes_the_table(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = out.read_text()
+    results = json.loads((tmp_path / "results.json").read_text())
+    numbers = sorted({row["row"].split(".")[0] for row in results["rows"]})
+    assert numbers == ["1", "2", "3", "4", "5", "6", "7"]
+    for row in results["rows"]:
+        assert "error" not in row, row
+        assert row["baseline_value"] > 0 and row["ours_value"] > 0 and row["ratio"] > 0
+        assert row["row"] in table
+    assert "quick mode" in table and results["machine"]["cores"] >= 1
