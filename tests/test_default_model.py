@@ -1,0 +1,56 @@
+"""The bundled default model: it loads, captions the example photos, and the docs quote it truly."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from captioner import Captioner
+from captioner.api import default_checkpoint_path
+from captioner.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return Captioner.from_checkpoint()
+
+
+def test_bundled_checkpoint_is_small_documented_and_loads_on_the_cpu():
+    path = default_checkpoint_path()
+    assert path.is_file() and path.stat().st_size < 25 * 2**20
+    data = load_checkpoint(path)
+    assert "train_state" not in data  # a release copy, not a training checkpoint
+    assert data["encoder"]["spec"]["backbone"] == "efficientnet_lite0"
+    licences = {source["licence"] for source in data["training"]["data"]["manifest"]["sources"].values()}
+    assert {"GPL-2.0-or-later", "CC-BY-SA-4.0"} <= licences
+    card = (ROOT / "checkpoints" / "README.md").read_text()
+    for name in ("GPL-2.0-or-later", "CC BY-SA 4.0", "public domain", "captioner train --config configs/offline.yaml"):
+        assert name in card, name
+
+
+def test_captions_an_example_photo_with_known_words(default_model, examples_dir):
+    result = default_model.caption([examples_dir / "coffee.jpg"])[0]
+    words = result.text.split()
+    vocabulary = set(default_model.vocab.itos) - {"<pad>", "<start>", "<end>", "<unk>"}
+    assert words and set(words) <= vocabulary
+    assert {"coffee", "espresso", "cup"} & set(words), result.text
+
+
+def _fenced_block_after(text: str, marker: str) -> str:
+    start = text.index(marker)
+    match = re.search(r"```\n(.*?)```", text[start:], re.S)
+    return match.group(1)
+
+
+def test_readme_demo_output_is_what_the_demo_prints(examples_dir):
+    readme = (ROOT / "README.md").read_text()
+    quoted = _fenced_block_after(readme, "`captioner caption examples/`, which prints:")
+    done = subprocess.run([sys.executable, "-m", "captioner", "caption", str(examples_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.replace(str(examples_dir) + "/", "examples/")
+    assert printed == quoted
