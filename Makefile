@@ -20,7 +20,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/captioner caption examples/
 
-# Benchmarks: writes bench/RESULTS.md (about 15 minutes here; bench-quick: under 2, small sizes).
+# Benchmarks: writes bench/RESULTS.md (about 9 minutes on a 2-core CPU; bench-quick: under 2, small sizes).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 

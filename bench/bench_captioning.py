@@ -32,7 +32,7 @@ def _pixels(captioner, paths) -> torch.Tensor:
 def row_end_to_end(quick: bool = False) -> dict:
     count, repeats = (64, 1) if quick else (256, 3)
     paths = [str(p) for p in corpus(count)]
-    captioner = Captioner.from_checkpoint()
+    captioner = Captioner.from_checkpoint(device="cpu")
     pixels = _pixels(captioner, paths)  # decoded and preprocessed up front: not timed
 
     def encoder_only():
@@ -64,7 +64,7 @@ def row_end_to_end(quick: bool = False) -> dict:
 def row_beam(quick: bool = False) -> dict:
     count, repeats = (64, 1) if quick else (256, 3)
     paths = [str(p) for p in corpus(count)]
-    captioner = Captioner.from_checkpoint()
+    captioner = Captioner.from_checkpoint(device="cpu")
     with torch.no_grad():
         features = torch.cat([captioner.model.encoder(chunk) for chunk in _pixels(captioner, paths).split(BATCH)])
     decoder, vocab = captioner.model.decoder, captioner.vocab
@@ -94,9 +94,14 @@ def row_beam(quick: bool = False) -> dict:
 
 def _peak_rss_mb(count: int) -> float:
     folder = corpus(count)[0].parent
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "peak_rss.py"), "caption", str(folder), "--quiet"],
-                         capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "peak_rss.py"), "caption", str(folder), "--quiet",
+                          "--device", "cpu"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"peak_rss.py failed: {out.stderr.strip()[-2000:]}")
+    peak = float(out.stdout.strip().splitlines()[-1])
+    if peak <= 0:
+        raise RuntimeError("peak_rss.py measured no memory: it needs Linux's /proc/PID/smaps_rollup or status")
+    return peak
 
 
 def row_memory(quick: bool = False) -> dict:

@@ -83,7 +83,9 @@ def _torchrun(config: Path, processes: int) -> float:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                "-m", "captioner", "train", "--config", str(config), "--set", f"train.out_dir={out_dir}"]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // processes))}
-    subprocess.run(command, check=True, capture_output=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"torchrun with {processes} process(es) failed: {done.stderr.strip()[-2000:]}")
     with open(out_dir / "log.csv") as handle:
         return statistics.median(float(row["samples_per_s"]) for row in csv.DictReader(handle))
 
@@ -102,6 +104,7 @@ def row_multiprocess(quick: bool = False) -> dict:
                      "images": str(paths[0].parent), "min_word_count": 1},
             "model": {"embed_dim": 256, "hidden_size": 512, "dropout": 0.0},
             "train": {"out_dir": str(work / "runs"), "cache_dir": str(work / "cache"), "epochs": epochs,
+                      "device": "cpu",
                       "batch_size": BATCH, "early_stopping": 0},
         }))
         _torchrun(config, 1)  # builds the feature cache; its time is not measured

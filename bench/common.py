@@ -21,7 +21,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CORPUS_DIR = ROOT / "bench" / ".corpus"
+# Where the generated image corpora go (ignored by git); CAPTIONER_BENCH_CORPUS moves them.
+CORPUS_DIR = Path(os.environ.get("CAPTIONER_BENCH_CORPUS") or ROOT / "bench" / ".corpus")
 
 # What each example photo shows, for benchmarks that need captions.
 EXAMPLE_CAPTIONS = {
@@ -34,11 +35,12 @@ def corpus(count: int, size: tuple[int, int] = (640, 480), seed: int = 0) -> lis
     """``count`` JPEG files made from the example photos by random crops, flips and scales.
 
     Written once into bench/.corpus/ (ignored by git) and reused; the same seed gives the
-    same files.
+    same files. A marker written last tells a complete corpus from an interrupted one.
     """
     folder = CORPUS_DIR / f"{count}-{size[0]}x{size[1]}-{seed}"
     paths = [folder / f"{i:05d}.jpg" for i in range(count)]
-    if folder.is_dir() and all(p.is_file() for p in paths):
+    complete = folder / ".complete"
+    if complete.is_file() and all(p.is_file() for p in paths):
         return paths
     folder.mkdir(parents=True, exist_ok=True)
     photos = sorted((ROOT / "examples").glob("*.jpg"))
@@ -54,6 +56,7 @@ def corpus(count: int, size: tuple[int, int] = (640, 480), seed: int = 0) -> lis
         if rng.random() < 0.5:
             view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         view.save(path, quality=90)
+    complete.write_text(f"{count} files\n")
     return paths
 
 

@@ -2,7 +2,7 @@
 
     python bench/run.py [--quick] [--rows 1,2,3] [--out bench/RESULTS.md]
 
-`make bench` runs the full set (about 15 minutes on 2 cores); `--quick` runs every row
+`make bench` runs the full set (about 9 minutes on 2 cores); `--quick` runs every row
 small (under 2 minutes) to check that they work, not to measure.
 """
 
@@ -66,7 +66,8 @@ def markdown(results: dict) -> str:
         f"torch {info['torch']} ({info['torch_threads']} threads), CUDA: {'yes' if info['cuda'] else 'no'}; "
         f"load average at the start: {info['load_average']:.2f}.",
         "",
-        "Each row runs its two sides alternately, several times, and compares medians; ratios are the claims.",
+        "Each timed row runs its two sides alternately, several times, and compares medians; row 4 runs each "
+        "side once in a fresh process and compares peak memory. Ratios are the claims.",
         "",
         "| row | baseline | ours | ratio | target | met |",
         "|---|---|---|---|---|---|",
