@@ -223,7 +223,11 @@ def test_recorder_runs_large_batches_in_balanced_chunks_with_the_same_values_and
         assert chunked.chunk_size(torch.rand(16, 3, 48, 48)) == 1  # 4x the pixels: 7/4 images fit
         assert chunked.chunk_size(torch.rand(16, 3, 12, 12)) == 16  # 1/4 of the pixels: all 16 fit
         assert chunked.chunk_size(pixels[:7]) == 7
+        sizes = []
+        record = chunked._record
+        chunked._record = lambda part: sizes.append(part.shape[0]) or record(part)
         got = chunked(pixels)
+    assert sizes == [6, 5, 5]
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
     grad_expected, = torch.autograd.grad(expected["body.2"][:, 1].sum(), pixels)

@@ -182,7 +182,7 @@ class LayerRecorder:
         chunk = self.chunk_size(pixels)
         if chunk >= pixels.shape[0]:
             return self._record(pixels)
-        parts = [self._record(part) for part in pixels.split(chunk)]
+        parts = [self._record(part) for part in torch.tensor_split(pixels, -(-pixels.shape[0] // chunk))]
         return {name: torch.cat([part[name] for part in parts]) for name in self.paths}
 
     def _record(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
