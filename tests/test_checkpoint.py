@@ -186,6 +186,12 @@ def test_cli_export_sets_the_default_decoding(tiny_ckpt, tmp_path, capsys):
     before = load_checkpoint(tiny_ckpt)["decoding"] or {}
     assert {k: v for k, v in decoding.items() if k not in ("beam_size", "length_penalty")} == \
         {k: v for k, v in before.items() if k not in ("beam_size", "length_penalty")}
+    greedy = tmp_path / "greedy.pt"
+    assert main(["checkpoint", "export", str(target), str(greedy), "--method", "greedy", "--max-length", "9"]) == 0
+    loaded = Captioner.from_checkpoint(greedy)
+    assert loaded.decoding["method"] == "greedy" and loaded.decoding["max_length"] == 9
+    assert loaded.decoding["beam_size"] == 2  # kept from the source
     capsys.readouterr()
-    assert main(["checkpoint", "export", str(tiny_ckpt), str(tmp_path / "bad.pt"), "--beam-size", "0"]) == 2
-    assert "--beam-size" in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()
+    for option, value in (("--beam-size", "0"), ("--max-length", "0"), ("--length-penalty", "-0.5")):
+        assert main(["checkpoint", "export", str(tiny_ckpt), str(tmp_path / "bad.pt"), option, value]) == 2
+        assert option in capsys.readouterr().err and not (tmp_path / "bad.pt").exists()

@@ -7,6 +7,7 @@ import pytest
 
 from captioner.cli import main
 from captioner.config import config_from_dict
+import captioner.training.evaluate as evaluate_module
 from captioner.training.evaluate import consensus_caption, most_frequent_caption, nearest_neighbour_captions
 from captioner.training.run import train
 from shapes import make_shapes, write_karpathy
@@ -52,16 +53,26 @@ def trained(tmp_path_factory):
     return root, config, root / "run" / "best.pt"
 
 
-def test_evaluate_scores_every_system_with_the_decoding_it_used(trained, tmp_path, capsys):
+def test_evaluate_scores_every_system_with_the_decoding_it_used(trained, tmp_path, capsys, monkeypatch):
     root, config, checkpoint = trained
     out, predictions = tmp_path / "scores.json", tmp_path / "predictions"
+    calls = []
+    real_decode = evaluate_module.decode_features
+
+    def spy(decoder, vocab, features, method, beam_size, length_penalty, max_length, **options):
+        calls.append((method, beam_size, length_penalty, max_length))
+        return real_decode(decoder, vocab, features, method, beam_size, length_penalty, max_length, **options)
+
+    monkeypatch.setattr(evaluate_module, "decode_features", spy)
     assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), "--split", "test",
-                 "--method", "greedy,beam", "--beam-size", "2", "--length-penalty", "0.5",
+                 "--method", "greedy,beam", "--beam-size", "2", "--length-penalty", "0.5", "--max-length", "7",
                  "--baseline", "nn,frequent", "--json", str(out), "--predictions", str(predictions), "--quiet"]) == 0
+    assert [c for c in calls if c[0] == "beam"] == [("beam", 2, 0.5, 7)]
+    assert [c[3] for c in calls if c[0] == "greedy"] == [7]
     table = capsys.readouterr().out
     assert "test split, 9 images" in table and "beam2: length penalty 0.5" in table
     summary = json.loads(out.read_text())
-    assert summary["decoding"]["beam_size"] == 2 and summary["decoding"]["length_penalty"] == 0.5
+    assert summary["decoding"] == {"beam_size": 2, "length_penalty": 0.5, "max_length": 7}
     assert set(summary["systems"]) == {"greedy", "beam2", "nn", "frequent"}
     scores = {name: system["scores"] for name, system in summary["systems"].items()}
     assert {"BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D"} <= set(scores["greedy"])
@@ -80,3 +91,6 @@ def test_evaluate_rejects_unknown_methods_and_baselines(trained, capsys):
     assert "--baseline 'knn'" in capsys.readouterr().err
     assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), "--method", "sample"]) == 2
     assert "--method 'sample'" in capsys.readouterr().err
+    for option, value in (("--beam-size", "0"), ("--max-length", "0"), ("--length-penalty", "-1")):
+        assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), option, value]) == 2
+        assert option in capsys.readouterr().err

@@ -96,6 +96,7 @@ def evaluate(config, checkpoint: str | None, split: str = "test", methods: list[
     systems: dict[str, list[str]] = {}
     overrides = {"beam_size": beam_size, "length_penalty": length_penalty, "max_length": max_length}
     decoding = {**captioner.decoding, **{k: v for k, v in overrides.items() if v is not None}}  # what was used
+    decoding.pop("method", None)  # each system names its own method
     for method in methods:
         k = decoding["beam_size"]
         name = f"beam{k}" if method == "beam" else method
