@@ -11,6 +11,7 @@ from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from ..data.datasets import DatasetError
 from ..models.encoder import EncoderUnavailable
+from ..runtime import tune_allocator
 from . import attack, caption, checkpoint, evaluate, train, visualize
 
 SUBCOMMANDS = [caption, train, evaluate, checkpoint, visualize, attack]
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()  # large tensors from the heap, not a fresh mmap each time (see captioner.runtime)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -8,7 +8,7 @@ import sys
 import torch
 from tqdm import tqdm
 
-from ..api import Captioner
+from ..api import Captioner, default_reader_processes
 from ..data.images import DEFAULT_MAX_PIXELS, find_images
 from ..fileio import AtomicLineWriter
 
@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-k", type=int, help="sample only from the k most likely words")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=None, help="image-reading processes (default: 1 for many images)")
+    p.add_argument("--workers", type=int, default=None, help="image-reading processes (default: 1 for many images on more than 2 cores, else 0)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     p.add_argument("--jsonl", metavar="FILE", help="also write JSON lines to FILE ('-': JSON lines on stdout instead)")
@@ -44,7 +44,7 @@ def run(args) -> int:
     if not paths:
         raise FileNotFoundError(f"no image files found in {' '.join(args.paths)}")
     captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device)
-    workers = args.workers if args.workers is not None else (1 if len(paths) > 2 * args.batch_size else 0)
+    workers = args.workers if args.workers is not None else default_reader_processes(len(paths), args.batch_size)
     generator = torch.Generator().manual_seed(args.seed)
     options = dict(
         method=args.method, beam_size=args.beam_size, num_captions=args.num_captions,
