@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 
@@ -18,6 +20,7 @@ import torch
 from common import ROOT, alternate, corpus
 
 from captioner import Captioner  # noqa: E402
+from captioner.api import default_reader_processes  # noqa: E402
 from captioner.data.images import load_image  # noqa: E402
 from captioner.data.preprocess import preprocess  # noqa: E402
 from captioner.decoding import beam_search  # noqa: E402
@@ -40,7 +43,7 @@ def row_end_to_end(quick: bool = False) -> dict:
             for chunk in pixels.split(BATCH):
                 captioner.model.encoder(chunk)
 
-    workers = 1 if count > 2 * BATCH else 0  # what `captioner caption` uses
+    workers = default_reader_processes(count, BATCH)  # what `captioner caption` uses
 
     def end_to_end():
         results = list(captioner.caption_files(paths, batch_size=BATCH, num_workers=workers,
@@ -120,8 +123,58 @@ def row_memory(quick: bool = False) -> dict:
     }
 
 
+ENCODER_SCRIPT = """
+import sys, time, torch
+from captioner.models import EncoderSpec, build_encoder
+from captioner.runtime import tune_allocator
+tuned = tune_allocator()
+encoder = build_encoder(EncoderSpec()).eval()
+x = torch.rand({batch}, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    encoder(x)
+    times = []
+    for _ in range({repeats}):
+        start = time.perf_counter(); encoder(x); times.append(time.perf_counter() - start)
+times.sort()
+print(tuned, {batch} / times[len(times) // 2])
+"""
+
+
+def _encoder_throughput(tuned: bool, repeats: int) -> tuple[bool, float]:
+    env = {**os.environ, "CAPTIONER_MALLOC": "tuned" if tuned else "default"}
+    out = subprocess.run([sys.executable, "-c", ENCODER_SCRIPT.format(batch=BATCH, repeats=repeats)],
+                         capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"encoder throughput script failed: {out.stderr.strip()[-2000:]}")
+    flag, rate = out.stdout.split()
+    return flag == "True", float(rate)
+
+
+def row_allocator(quick: bool = False) -> dict:
+    """The encoder's throughput in a fresh process with glibc's defaults vs tune_allocator()."""
+    runs, repeats = (1, 2) if quick else (3, 5)
+    default, tuned, applied = [], [], []
+    for _ in range(runs):
+        default.append(_encoder_throughput(False, repeats)[1])
+        flag, rate = _encoder_throughput(True, repeats)
+        tuned.append(rate)
+        applied.append(flag)
+    baseline, ours = statistics.median(default), statistics.median(tuned)
+    return {
+        "row": "8. Encoder throughput, glibc malloc defaults vs captioner.runtime.tune_allocator",
+        "baseline": f"Lite0 forward, batch {BATCH} x 224 px, CAPTIONER_MALLOC=default",
+        "ours": "the same with the raised mmap threshold (what the CLI and Captioner do)",
+        "baseline_value": round(baseline, 1), "ours_value": round(ours, 1), "unit": "img/s",
+        "ratio": round(ours / baseline, 2), "ratio_is": "speed-up",
+        "target": "report only", "met": None,
+        "command": "python bench/bench_captioning.py" + (" --quick" if quick else ""),
+        "notes": f"medians over {runs} alternating fresh processes of the median of {repeats} batches each; "
+                 f"allocator tuned: {'yes' if all(applied) else 'no (not glibc)'}",
+    }
+
+
 def rows(quick: bool = False) -> list[dict]:
-    return [row_end_to_end(quick), row_beam(quick), row_memory(quick)]
+    return [row_end_to_end(quick), row_beam(quick), row_memory(quick), row_allocator(quick)]
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from captioner.runtime import tune_allocator  # noqa: E402
+
+tune_allocator()  # every row runs as the captioner command would (captioner.runtime)
+
 # Where the generated image corpora go (ignored by git); CAPTIONER_BENCH_CORPUS moves them.
 CORPUS_DIR = Path(os.environ.get("CAPTIONER_BENCH_CORPUS") or ROOT / "bench" / ".corpus")
 
