@@ -1,6 +1,6 @@
 """Run every benchmark and write bench/RESULTS.md (and bench/results.json).
 
-    python bench/run.py [--quick] [--rows 1,2,3] [--out bench/RESULTS.md]
+    python bench/run.py [--quick] [--rows 1,2,3] (rows 1-8) [--out bench/RESULTS.md]
 
 `make bench` runs the full set (about 9 minutes on 2 cores); `--quick` runs every row
 small (under 2 minutes) to check that they work, not to measure.
@@ -91,7 +91,7 @@ def markdown(results: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="every row small: checks that they run")
-    parser.add_argument("--rows", default="1,2,3,4,5,6,7", help="comma-separated row numbers")
+    parser.add_argument("--rows", default=",".join(sorted(GROUPS)), help="comma-separated row numbers")
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     args = parser.parse_args()
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]

@@ -30,6 +30,11 @@ def test_bundled_checkpoint_is_small_documented_and_loads_on_the_cpu():
     card = (ROOT / "checkpoints" / "README.md").read_text()
     for name in ("GPL-2.0-or-later", "CC BY-SA 4.0", "public domain", "captioner train --config configs/offline.yaml"):
         assert name in card, name
+    # the card describes this file: its default decoding and its vocabulary
+    assert data["decoding"] == {"method": "beam", "beam_size": 5, "length_penalty": 0.5, "max_length": 16}
+    assert "beam size 5, length penalty 0.5, at most 16 words" in card
+    words = len(data["vocab"]["itos"]) - 4  # without <pad> <start> <end> <unk>
+    assert f"{words} words" in card
 
 
 def test_captions_an_example_photo_with_known_words(default_model, examples_dir):
