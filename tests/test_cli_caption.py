@@ -85,6 +85,8 @@ def test_jsonl_to_stdout_and_sampling_is_seeded(tmp_path, tiny_ckpt, examples_di
     (["--checkpoint", "missing.pt"], "missing.pt: no such checkpoint file"),
     (["--num-captions", "5", "--beam-size", "2"], "needs a beam size of at least 5"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--beam-size", "0"], "--beam-size must be at least 1"),
+    (["--length-penalty", "-1"], "--length-penalty must be >= 0"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, tiny_ckpt, examples_dir, capsys, args, message):
     if "--checkpoint" not in args:

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from ..api import Captioner, default_reader_processes
 from ..data.images import DEFAULT_MAX_PIXELS, find_images
 from ..fileio import AtomicLineWriter
+from .options import check_decoding_options
 
 
 def add_parser(subparsers) -> None:
@@ -40,6 +41,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_decoding_options(args.beam_size, args.length_penalty, args.max_length)
     paths = find_images(args.paths)
     if not paths:
         raise FileNotFoundError(f"no image files found in {' '.join(args.paths)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from .options import check_decoding_options
 
 
 def add_parser(subparsers) -> None:
@@ -70,16 +71,13 @@ def run_info(args) -> int:
 
 
 def _decoding(stored: dict | None, args) -> dict | None:
-    """The stored default decoding with the export options applied (checked like the caption CLI)."""
+    """The stored default decoding with the export options applied."""
     changes = {"method": args.method, "beam_size": args.beam_size, "length_penalty": args.length_penalty,
                "max_length": args.max_length}
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
         return stored
-    if changes.get("beam_size", 1) < 1 or changes.get("max_length", 1) < 1:
-        raise ValueError("--beam-size and --max-length must be at least 1")
-    if changes.get("length_penalty", 0.0) < 0:
-        raise ValueError("--length-penalty must be >= 0")
+    check_decoding_options(args.beam_size, args.length_penalty, args.max_length)
     return {**(stored or {}), **changes}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import load_config
+from .options import check_decoding_options
 
 
 def _list(text: str) -> list[str]:
@@ -37,10 +38,7 @@ def run(args) -> int:
     for method in args.method:
         if method not in ("greedy", "beam"):
             raise ValueError(f"--method {method!r}: evaluation decodes with greedy or beam")
-    if (args.beam_size is not None and args.beam_size < 1) or (args.max_length is not None and args.max_length < 1):
-        raise ValueError("--beam-size and --max-length must be at least 1")
-    if args.length_penalty is not None and args.length_penalty < 0:
-        raise ValueError("--length-penalty must be >= 0")
+    check_decoding_options(args.beam_size, args.length_penalty, args.max_length)
     for baseline in args.baseline:
         if baseline not in ("nn", "frequent"):
             raise ValueError(f"--baseline {baseline!r}: the baselines are nn and frequent")
