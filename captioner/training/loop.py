@@ -29,6 +29,23 @@ class Progress:
         return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch}
 
 
+def optimizer_step(loss: torch.Tensor, optimizer, scheduler, progress: Progress, grad_clip: float,
+                   after_step=None) -> None:
+    """One training step from ``loss``: backward, optional gradient clipping, optimizer and
+    schedule step, ``after_step`` (e.g. weight averaging), and the step counters."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    optimizer.step()
+    scheduler.step()
+    if after_step is not None:
+        after_step()
+    progress.step += 1
+    progress.step_in_epoch += 1
+    progress.rng_before_step = None
+
+
 def caption_loss(logits: torch.Tensor, captions: torch.Tensor, label_smoothing: float,
                  normaliser: float, pad_id: int = 0) -> torch.Tensor:
     """Summed token cross-entropy divided by ``normaliser``.
@@ -62,17 +79,7 @@ def train_one_epoch(model, optimizer, scheduler, loader, normalisers: list[float
         inputs, captions, lengths = inputs.to(device), captions.to(device), lengths.to(device)
         logits = model(inputs, captions, lengths)
         loss = caption_loss(logits, captions, label_smoothing, normaliser)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if after_step is not None:
-            after_step()
-        progress.step += 1
-        progress.step_in_epoch += 1
-        progress.rng_before_step = None
+        optimizer_step(loss, optimizer, scheduler, progress, grad_clip, after_step)
         tokens = int((lengths - 1).sum())
         total_loss += loss.item() * normaliser
         total_tokens += tokens

@@ -27,6 +27,8 @@ from pycocoevalcap.cider.cider_scorer import precook
 from torch import nn
 from tqdm import tqdm
 
+from .loop import optimizer_step
+
 
 class CiderReward:
     """CIDEr-D of token lists against references, with a fixed document frequency."""
@@ -140,17 +142,7 @@ def scst_one_epoch(sampler, decoder, optimizer, scheduler, batches: list[tuple[l
         baseline = (scores.sum(dim=1, keepdim=True) - scores) / max(1, samples - 1)
         advantage = (scores - baseline).view(-1)
         loss = -(advantage * log_prob).sum() / (len(global_batch) * samples / world)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if after_step is not None:
-            after_step()
-        progress.step += 1
-        progress.step_in_epoch += 1
-        progress.rng_before_step = None
+        optimizer_step(loss, optimizer, scheduler, progress, grad_clip, after_step)
         total_loss += loss.item()
         steps += 1
         total_reward += float(scores.sum())
