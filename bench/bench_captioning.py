@@ -8,8 +8,6 @@ Uses the bundled default checkpoint and JPEG files made from the example photos.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -17,7 +15,7 @@ import sys
 
 import torch
 
-from common import ROOT, alternate, corpus
+from common import ROOT, alternate, corpus, run_rows
 
 from captioner import Captioner  # noqa: E402
 from captioner.api import default_reader_processes  # noqa: E402
@@ -178,8 +176,4 @@ def rows(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    for row in rows(args.quick):
-        print(json.dumps(row))
+    run_rows(rows, __doc__)

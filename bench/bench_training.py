@@ -6,7 +6,6 @@ multi-process training with torchrun on 1 and 2 processes.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -20,7 +19,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from common import alternate, caption_of, corpus
+from common import alternate, caption_of, corpus, run_rows
 
 from captioner.data.cache import FeatureCache  # noqa: E402
 from captioner.data.datasets import CaptionRecord  # noqa: E402
@@ -130,8 +129,4 @@ def rows(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    for row in rows(args.quick):
-        print(json.dumps(row))
+    run_rows(rows, __doc__)

@@ -107,3 +107,14 @@ def machine() -> dict:
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(), "load_average": os.getloadavg()[0],
     }
+
+
+def run_rows(rows, doc: str) -> None:
+    """Command line of a benchmark module: ``--quick``, then one JSON line per row."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    for row in rows(parser.parse_args().quick):
+        print(json.dumps(row))
