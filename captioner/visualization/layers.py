@@ -135,25 +135,13 @@ class LayerRecorder:
     ``recorder(pixels)`` runs the encoder and returns {layer name: output}. The forward
     pass stops as soon as the last layer needed has its output, so looking at early
     layers costs only the early layers.
-
-    With ``chunk_bytes``, a batch runs through the network in chunks of images whose
-    largest activation stays under that many bytes, and the recorded outputs are
-    concatenated (the images of a batch must not interact: eval mode). Autograd then
-    runs the backward pass chunk by chunk too. This keeps a batch as fast per image as a
-    small one: one activation of a large batch (e.g. 16 images x 96 channels x 76 x 76
-    floats, 35 MB) is above glibc's largest mmap threshold (32 MB), so every such tensor
-    would be a fresh mmap whose pages the kernel faults in and zeroes at every step, and
-    it no longer fits any cache; that made 16 images in one batch slower than 16
-    separate runs.
     """
 
-    def __init__(self, encoder: ImageEncoder, layers: Sequence[str], chunk_bytes: int | None = None):
+    def __init__(self, encoder: ImageEncoder, layers: Sequence[str]):
         self.encoder = encoder
         self.paths = {name: resolve_layer(encoder, name) for name in layers if name != INPUT}
         self.acts: dict[str, torch.Tensor] = {}
         self.hooks = []
-        self.chunk_bytes = chunk_bytes
-        self._bytes_per_pixel: float | None = None  # largest activation of one image per input pixel
 
     def __enter__(self) -> "LayerRecorder":
         for path in set(self.paths.values()):
@@ -176,17 +164,9 @@ class LayerRecorder:
         return record
 
     def __call__(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not self.paths:
-            self.acts = {}
-            return {}
-        chunk = self.chunk_size(pixels)
-        if chunk >= pixels.shape[0]:
-            return self._record(pixels)
-        parts = [self._record(part) for part in torch.tensor_split(pixels, -(-pixels.shape[0] // chunk))]
-        return {name: torch.cat([part[name] for part in parts]) for name in self.paths}
-
-    def _record(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         self.acts = {}
+        if not self.paths:
+            return {}
         try:
             self.encoder.classify(pixels) if self.encoder.head is not None else self.encoder(pixels)
         except _StopForward:
@@ -195,40 +175,6 @@ class LayerRecorder:
         if missing:
             raise ValueError(f"layer {missing[0]} is not used in the forward pass of {self.encoder.spec.backbone}")
         return {name: self.acts[path] for name, path in self.paths.items()}
-
-    def chunk_size(self, pixels: torch.Tensor) -> int:
-        """How many images of ``pixels`` (B, 3, H, W) go through the network together:
-        all of them without ``chunk_bytes``, else as many as keep the largest activation
-        under ``chunk_bytes``, balanced over the chunks (16 in chunks of 7 -> 6, 5, 5)."""
-        batch = pixels.shape[0]
-        if self.chunk_bytes is None or batch <= 1:
-            return batch
-        if self._bytes_per_pixel is None:
-            self._bytes_per_pixel = self._largest_output(pixels[:1]) / (pixels.shape[-2] * pixels.shape[-1])
-        per_image = self._bytes_per_pixel * pixels.shape[-2] * pixels.shape[-1]
-        fits = max(1, int(self.chunk_bytes // max(per_image, 1.0)))
-        if fits >= batch:
-            return batch
-        chunks = -(-batch // fits)
-        return -(-batch // chunks)
-
-    @torch.no_grad()
-    def _largest_output(self, pixels: torch.Tensor) -> int:
-        """Bytes of the largest module output up to the recorded layers, for ``pixels``."""
-        largest = 0
-
-        def measure(module, args, output):
-            nonlocal largest
-            if isinstance(output, torch.Tensor):
-                largest = max(largest, output.numel() * output.element_size())
-
-        handles = [module.register_forward_hook(measure) for module in self.encoder.modules()]
-        try:
-            self._record(pixels)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return largest
 
 
 @torch.no_grad()

@@ -9,8 +9,10 @@ the objective needs, so early layers are cheap.
 Images of a batch never interact (the network is in eval mode, the objective is a sum
 of per-image values, the transforms are shared and each image has its own initial seed),
 so a batch of 16 channels gives the same 16 images as 16 separate runs, in one
-forward/backward per step. The network sees a large batch in chunks of a few images
-(:data:`CHUNK_BYTES`), which keeps each image as cheap as in a small batch.
+forward/backward per step. On a CPU, rendering first tunes the allocator
+(:func:`captioner.runtime.tune_allocator`): a batch's activations are tens of megabytes,
+which glibc would otherwise map and zero afresh at every step, making a batch of 16
+slower than 16 separate runs.
 """
 
 from __future__ import annotations
@@ -26,16 +28,12 @@ from tqdm import tqdm
 
 from ..data.preprocess import preprocess
 from ..models.encoder import ImageEncoder
+from ..runtime import tune_allocator
 from .grid import quantize
 from .layers import LayerRecorder
 from .objectives import INPUT, Objective, l2, total_variation
 from .param import ImageParam, make_param
 from .transform import Compose, Transform, standard_transforms
-
-# The largest activation of one chunk of images in the optimisation's forward pass. Below
-# glibc's largest mmap threshold (32 MB), with room for the random scale and padding:
-# larger tensors are mmapped afresh, page-faulted and zeroed on every allocation.
-CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -123,11 +121,13 @@ def render(encoder: ImageEncoder, objective: Objective, batch: int = 1, settings
     sizes = _octave_sizes(settings, size)
     step_counts = [settings.steps // len(sizes) + (i < settings.steps % len(sizes)) for i in range(len(sizes))]
     device = encoder.mean.device
+    if device.type == "cpu":
+        tune_allocator()
     was_training = encoder.training
     encoder.eval()
     images = None
     try:
-        with _out_of_place(encoder), LayerRecorder(encoder, full.layers, chunk_bytes=CHUNK_BYTES) as recorder, \
+        with _out_of_place(encoder), LayerRecorder(encoder, full.layers) as recorder, \
                 tqdm(total=settings.steps, unit="step", disable=not settings.progress, file=sys.stderr,
                      desc=objective.name[:40], leave=False) as progress:
             for octave_size, count in zip(sizes, step_counts):
