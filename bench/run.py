@@ -9,7 +9,6 @@ small (under 2 minutes) to check that they work, not to measure.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import traceback

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 
 import torch
 import torchvision
 from torch import nn
 
-from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from ..data.preprocess import Preprocessing
 from .lite import LITE_VARIANTS, build_lite, pretrained_lite
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
