@@ -76,6 +76,7 @@ class TrainConfig:
     feature_views: int = 1           # cached views per image: 1 = the plain centre crop, more = augmented
     fine_tune_encoder: bool = False  # train from images with the encoder unfrozen (no feature cache)
     encoder_lr: float = 1e-5
+    encoder_batchnorm: str = "frozen"  # fine-tuning: frozen (stored statistics) | train (batch statistics)
     init_from: str = ""              # start from this checkpoint's weights (e.g. phase 2 fine-tuning)
     num_workers: int = 0             # image-reading processes (feature extraction, fine-tuning)
     extract_batch_size: int = 32
@@ -114,6 +115,7 @@ class Config:
             "train.device": (self.train.device, ("auto", "cpu", "cuda")),
             "model.feature_norm": (self.model.feature_norm, ("none", "layernorm")),
             "train.objective": (self.train.objective, ("xe", "scst")),
+            "train.encoder_batchnorm": (self.train.encoder_batchnorm, ("frozen", "train")),
             "decode.method": (self.decode.method, ("greedy", "beam", "sample")),
         }
         for key, (value, allowed) in choices.items():

@@ -32,6 +32,7 @@ def test_values_and_overrides(tmp_path):
     ("train:\n  epochs: 2.5\n", [], "train.epochs: expected int"),
     ("train:\n  fine_tune_encoder: 1\n", [], "expected bool"),
     ("data:\n  format: parquet\n", [], "data.format: 'parquet' is not one of"),
+    ("train:\n  encoder_batchnorm: eval\n", [], "train.encoder_batchnorm: 'eval' is not one of frozen, train"),
     ("train: 3\n", [], "train: expected a mapping"),
     ("train:\n  epochs: [1\n", [], "not valid YAML"),
     ("", ["train.epochs"], "must look like section.key=value"),

@@ -57,6 +57,37 @@ def test_frozen_encoder_has_no_gradients_and_stays_in_eval_mode():
     assert encoder.body[0].weight.grad is not None
 
 
+def _stored_statistics(encoder):
+    return [m.running_mean.clone() for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def test_fine_tuning_keeps_batchnorm_statistics_frozen_by_default():
+    torch.manual_seed(0)
+    encoder = build_encoder(EncoderSpec("resnet18", weights=None, preprocessing=SMALL))
+    pixels = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        frozen = encoder(pixels)
+    encoder.set_trainable(True)
+    torch.nn.Sequential(encoder).train()
+    before = _stored_statistics(encoder)
+    tuned = encoder(pixels)
+    # stored statistics in training mode: the same features as the frozen encoder, nothing updated
+    assert torch.allclose(tuned, frozen, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(before, _stored_statistics(encoder)))
+    tuned.sum().backward()
+    bn = encoder.body[1]
+    assert isinstance(bn, torch.nn.BatchNorm2d) and bn.weight.grad is not None  # scale and shift still train
+
+    encoder.set_trainable(True, batchnorm="train")
+    torch.nn.Sequential(encoder).train()
+    with torch.no_grad():
+        batch_stats = encoder(pixels)
+    assert not torch.allclose(batch_stats, frozen, atol=1e-3)
+    assert not all(torch.equal(a, b) for a, b in zip(before, _stored_statistics(encoder)))
+    with pytest.raises(ValueError, match="batchnorm"):
+        encoder.set_trainable(True, batchnorm="eval")
+
+
 def test_lite0_is_the_real_pretrained_network(lite0, examples_dir):
     image = load_image(examples_dir / "coffee.jpg")
     pixels = preprocess(image, lite0.preprocessing).unsqueeze(0)

@@ -159,7 +159,11 @@ class ImageEncoder(nn.Module):
     size; the normalisation is applied here.
 
     Frozen by default: no gradients, and the network stays in eval mode (BatchNorm
-    statistics fixed) even inside a model that is put in training mode.
+    statistics fixed) even inside a model that is put in training mode. When unfrozen
+    for fine-tuning, its BatchNorm layers still normalise with their stored statistics
+    unless ``batchnorm="train"`` is asked for: batch statistics of a few dozen images
+    from a new domain shift every feature at once, so a decoder trained on the frozen
+    features no longer fits them (see :meth:`set_trainable`).
     """
 
     def __init__(self, spec: EncoderSpec, body: nn.Module, neck: nn.Module, head: nn.Module | None,
@@ -176,15 +180,24 @@ class ImageEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1), persistent=False)
         self.trainable = False
         self.fine_tuned = False
+        self.batchnorm = "frozen"
         self.set_trainable(False)
 
     @property
     def preprocessing(self) -> Preprocessing:
         return self.spec.preprocessing
 
-    def set_trainable(self, trainable: bool) -> "ImageEncoder":
-        """Unfreeze (fine-tune) or freeze the encoder."""
+    def set_trainable(self, trainable: bool, batchnorm: str = "frozen") -> "ImageEncoder":
+        """Unfreeze (fine-tune) or freeze the encoder.
+
+        ``batchnorm``, for fine-tuning: ``"frozen"`` (default) keeps the BatchNorm layers
+        normalising with their stored running statistics (their scale and shift still
+        train); ``"train"`` uses and updates batch statistics, as in training from scratch.
+        """
+        if batchnorm not in ("frozen", "train"):
+            raise ValueError(f"batchnorm must be 'frozen' or 'train', got {batchnorm!r}")
         self.trainable = trainable
+        self.batchnorm = batchnorm
         self.fine_tuned = self.fine_tuned or trainable
         for p in self.parameters():
             p.requires_grad_(trainable)
@@ -192,7 +205,12 @@ class ImageEncoder(nn.Module):
         return self
 
     def train(self, mode: bool = True) -> "ImageEncoder":
-        return super().train(mode and self.trainable)
+        super().train(mode and self.trainable)
+        if self.batchnorm == "frozen":
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         return (pixels - self.mean) / self.std

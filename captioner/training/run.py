@@ -96,7 +96,7 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     if source is not None:
         _load_weights(model, source, cfg.train.init_from or str(out / "last.pt"))
     fine_tune = cfg.train.fine_tune_encoder
-    encoder.set_trainable(fine_tune)
+    encoder.set_trainable(fine_tune, cfg.train.encoder_batchnorm)
     model.to(info.device)
     ema = None
     if cfg.train.ema_decay > 0:
