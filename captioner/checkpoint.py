@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError
 from .fileio import atomic_write
 
 FORMAT = "captioner-checkpoint"
@@ -34,7 +35,7 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("encoder", "decoder", "vocab")
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint file is missing, damaged or not a captioner checkpoint."""
 
     def __init__(self, path, problem: str):

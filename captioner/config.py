@@ -22,8 +22,10 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config file or override is wrong; the message names the key and the problem."""
 
 

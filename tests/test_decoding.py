@@ -65,7 +65,7 @@ def test_wide_beam_finds_the_exact_optimum_found_by_enumeration(seed):
     truth = sorted(all_sequences(table, max_length, vocab), key=lambda s: s[1], reverse=True)
     width = len(truth)  # every sequence fits in the beam: the search is exhaustive
     (hyps,) = beam_search(decoder, torch.zeros(1, 1), START, END, beam_size=width, max_length=max_length,
-                          num_return=5, banned=(0, START))
+                          num_return=5, banned=(0, START), length_penalty=0.0)
     for h, (seq, lp) in zip(hyps, truth[:5]):
         assert h.log_prob == pytest.approx(lp, abs=1e-4)
     assert hyps[0].tokens == truth[0][0]
@@ -101,7 +101,7 @@ def test_truncated_caption_log_prob_includes_the_forced_end():
     assert h.tokens == (A, A, A, A) and h.truncated
     assert h.log_prob == pytest.approx(4 * math.log(0.99) + math.log(0.01), abs=1e-4)
     # beam search prefers the shortest sequence here: every extra word costs log(0.99)
-    (best,) = run(beam_search, rarely_ends, beam_size=3, max_length=4)[0]
+    (best,) = run(beam_search, rarely_ends, beam_size=3, max_length=4, length_penalty=0.0)[0]
     assert best.tokens == (A,) and not best.truncated
 
 
@@ -191,3 +191,115 @@ def test_invalid_arguments_are_refused():
         run(sample, TRAP, temperature=0)
     with pytest.raises(ValueError, match="max_length"):
         run(greedy, TRAP, max_length=0)
+
+
+# -- agreement with the previous implementation -----------------------------------------------------------
+@pytest.mark.parametrize("seed", range(6))
+def test_beam_search_and_greedy_agree_with_the_previous_implementation(seed):
+    import reference_search
+
+    decoder = random_decoder(seed=seed, layers=1 + seed % 2)
+    features = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed))
+    options = dict(max_length=7, banned=(0, START, 3))
+    for k, penalty in ((1, 0.0), (3, 0.5), (5, 1.0)):
+        new = beam_search(decoder, features, START, END, beam_size=k, length_penalty=penalty, num_return=k, **options)
+        old = reference_search.beam_search(decoder, features, START, END, beam_size=k, length_penalty=penalty,
+                                           num_return=k, **options)
+        for new_hyps, old_hyps in zip(new, old):
+            assert [h.tokens for h in new_hyps] == [h.tokens for h in old_hyps]
+            assert [h.truncated for h in new_hyps] == [h.truncated for h in old_hyps]
+            # both sum float32 log-probabilities of at most 8 tokens: agreement to float32 rounding
+            assert [h.log_prob for h in new_hyps] == pytest.approx([h.log_prob for h in old_hyps], abs=1e-5)
+    new_g = greedy(decoder, features, START, END, **options)
+    old_g = reference_search.greedy(decoder, features, START, END, **options)
+    assert [h.tokens for h in new_g] == [h.tokens for h in old_g]
+    assert [h.log_prob for h in new_g] == pytest.approx([h.log_prob for h in old_g], abs=1e-5)
+
+
+# -- constrained beam search ----------------------------------------------------------------------------------
+# The likeliest caption is "A X" (0.6 * 0.9); captions with Z: "B Z" (0.3 * 0.5 = 0.15) and "A Y Z"
+# (0.6 * 0.1 * 1.0 * ... ); captions with C: only "B C" (0.3 * 0.5 = 0.15).
+WORDS = markov_table({
+    START: {A: 0.6, B: 0.3, X: 0.1},
+    A: {X: 0.9, Y: 0.1},
+    B: {Z: 0.5, C: 0.5},
+    X: {END: 1.0}, Y: {Z: 0.6, END: 0.4}, Z: {END: 1.0}, C: {END: 1.0},
+}, vocab_size=9)
+
+
+def constrained(table, constraints, **kwargs):
+    from captioner.decoding import Constraint
+
+    per_image = [[Constraint(tuple(tuple(p) for p in c)) for c in constraints]]
+    return run(beam_search, table, constraints=per_image, **kwargs)[0]
+
+
+def best_with(table, must, max_length=4, length_penalty=0.0):
+    """The best sequence (by the length-normalised score) containing every phrase group of ``must``."""
+    def contains(seq, phrase):
+        return any(tuple(seq[i:i + len(phrase)]) == tuple(phrase) for i in range(len(seq)))
+
+    candidates = [(seq, lp) for seq, lp in all_sequences(table, max_length, 9)
+                  if lp > -math.inf and all(any(contains(seq, p) for p in group) for group in must)]
+    return max(candidates, key=lambda s: s[1] / (len(s[0]) + 1) ** length_penalty)
+
+
+def test_constraint_forces_the_most_probable_caption_that_has_the_word():
+    unconstrained = run(beam_search, WORDS, beam_size=3, length_penalty=0.0)[0][0]
+    assert Z not in unconstrained.tokens
+    (h,) = constrained(WORDS, [[[Z]]], beam_size=3, length_penalty=0.0)
+    seq, lp = best_with(WORDS, [[[Z]]])
+    assert h.tokens == seq == (B, Z) and h.unmet == 0
+    assert h.log_prob == pytest.approx(lp, abs=1e-5)
+
+
+def test_a_disjunction_takes_whichever_alternative_scores_best():
+    (h,) = constrained(WORDS, [[[C], [Y]]], beam_size=3, length_penalty=0.0)
+    assert h.tokens == best_with(WORDS, [[[C], [Y]]])[0] == (B, C)
+    (h,) = constrained(WORDS, [[[C], [Y]]], beam_size=3, length_penalty=1.0)
+    assert h.tokens == best_with(WORDS, [[[C], [Y]]], length_penalty=1.0)[0]
+
+
+def test_two_constraints_and_a_phrase():
+    (h,) = constrained(WORDS, [[[Y]], [[Z]]], beam_size=3, length_penalty=0.0)
+    assert h.tokens == (A, Y, Z) and h.unmet == 0
+    (h,) = constrained(WORDS, [[[Y, Z]]], beam_size=3, length_penalty=0.0)
+    assert h.tokens == (A, Y, Z)
+    # the phrase "Z Y" never occurs (Z is always followed by <end>): the best caption meeting none
+    (h,) = constrained(WORDS, [[[Z, Y]]], beam_size=3, length_penalty=0.0)
+    assert h.unmet == 1 and h.tokens == (A, X)
+
+
+def test_an_impossible_constraint_returns_the_best_caption_meeting_the_most():
+    # C only follows B, and B is banned: of two constraints only one can be met.
+    (h,) = constrained(WORDS, [[[Z]], [[C]]], beam_size=3, length_penalty=0.0, banned=(B,))
+    assert h.unmet == 1 and Z in h.tokens
+
+
+def test_constraints_on_wide_beams_match_enumeration(seed=3):
+    torch.manual_seed(seed)
+    probs = torch.rand(9, 9) ** 3 + 1e-3
+    probs[:, 0] = 0.0
+    probs[:, START] = 0.0
+    table = (probs / probs.sum(1, keepdim=True)).tolist()
+    for must in ([[[A]]], [[[A], [B]], [[X]]], [[[Y, Z]]]):
+        (h,) = constrained(table, must, beam_size=60, max_length=3, length_penalty=0.0, banned=(0, START))
+        seq, lp = best_with(table, must, max_length=3)
+        assert h.tokens == seq and h.log_prob == pytest.approx(lp, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_batched_constrained_search_equals_one_image_at_a_time(seed):
+    from captioner.decoding import Constraint
+
+    decoder = random_decoder(seed=seed)
+    features = torch.randn(3, 8, generator=torch.Generator().manual_seed(seed))
+    per_image = [[Constraint(((5,), (6,)))], [], [Constraint(((7,),)), Constraint(((9, 10),))]]
+    batched = beam_search(decoder, features, START, END, beam_size=3, num_return=2, length_penalty=0.5,
+                          constraints=per_image)
+    for i in range(3):
+        single = beam_search(decoder, features[i:i + 1], START, END, beam_size=3, num_return=2, length_penalty=0.5,
+                             constraints=[per_image[i]])[0]
+        assert [h.tokens for h in single] == [h.tokens for h in batched[i]]
+    unconstrained = beam_search(decoder, features[1:2], START, END, beam_size=3, num_return=2, length_penalty=0.5)
+    assert [h.tokens for h in unconstrained[0]] == [h.tokens for h in batched[1]]

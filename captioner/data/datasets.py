@@ -27,6 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UserError
 from .vocab import tokenize
 
 SPLITS = ("train", "val", "test")
@@ -59,7 +60,7 @@ class DatasetContents:
         return [r for r in self.records if r.split == name]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """The dataset cannot be read at all (missing file, wrong format)."""
 
 

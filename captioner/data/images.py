@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import UserError
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 )
@@ -27,7 +29,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 BACKGROUND = (255, 255, 255)
 
 
-class ImageLoadError(Exception):
+class ImageLoadError(UserError):
     """An image file could not be read. ``str(error)`` names the file and the reason."""
 
     def __init__(self, path, reason: str):

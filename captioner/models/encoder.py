@@ -25,6 +25,7 @@ import torchvision
 from torch import nn
 
 from ..data.preprocess import Preprocessing
+from ..errors import UserError
 from .lite import LITE_VARIANTS, build_lite, pretrained_lite
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -35,7 +36,7 @@ _CLASSIFIER_FAMILIES = ("vgg", "alexnet", "mobilenet_v2", "mobilenet_v3", "effic
 _OTHER_FAMILIES = ("densenet",)
 
 
-class EncoderUnavailable(RuntimeError):
+class EncoderUnavailable(UserError, RuntimeError):
     """An encoder cannot be built here (unknown name, weights not downloadable, missing package)."""
 
 

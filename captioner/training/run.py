@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from ..config import Config, ConfigError
+from ..errors import UserError
 from ..data.batches import image_batches
 from ..data.cache import FeatureCache
 from ..data.datasets import read_dataset
@@ -42,7 +43,7 @@ RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping", "train.num_workers"
                      "train.device"}
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """Training cannot start or continue because of its inputs; the message says why and what to do."""
 
 

@@ -1,0 +1,164 @@
+"""Lexical constraints: words a caption must contain, and the automaton that tracks them.
+
+A :class:`Constraint` is a disjunction: the caption meets it when it contains any one of
+its phrases (``cat|kitten|tabby``; a phrase is one or more token ids in a row). For the
+constrained beam search (:func:`captioner.decoding.search.beam_search`) the constraints of
+one image become a small finite-state machine (:class:`ConstraintAutomaton`): a state
+records, per constraint, either "met" or how far into one of its phrases the caption's
+last words are; only the tokens that occur in a phrase move it, any other token sends
+the unmet constraints back to their start. Its states are enumerated up front, so the
+search can follow them with table look-ups on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ArgumentError
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Any one of ``phrases`` (each a non-empty tuple of token ids) must appear in the caption.
+    ``label`` says what it stands for in reports (e.g. ``"cat"``)."""
+
+    phrases: tuple[tuple[int, ...], ...]
+    label: str = ""
+
+    def __post_init__(self):
+        if not self.phrases or any(not phrase for phrase in self.phrases):
+            raise ArgumentError(f"constraint {self.label!r} has an empty phrase")
+
+
+class _Trie:
+    """The phrases of one constraint: node 0 is the start, ``MET`` (= -1) a finished phrase."""
+
+    MET = -1
+
+    def __init__(self, phrases: Sequence[Sequence[int]]):
+        self.children: list[dict[int, int]] = [{}]
+        self.complete: list[set[int]] = [set()]  # tokens that finish a phrase from each node
+        self.depth = [0]
+        self.length = max(len(p) for p in phrases)
+        for phrase in phrases:
+            node = 0
+            for token in phrase[:-1]:
+                if token not in self.children[node]:
+                    self.children[node][token] = len(self.children)
+                    self.children.append({})
+                    self.complete.append(set())
+                    self.depth.append(self.depth[node] + 1)
+                node = self.children[node][token]
+            self.complete[node].add(phrase[-1])
+
+    def progress(self, node: int) -> int:
+        """Tokens of the constraint covered: the depth into a phrase, or the longest phrase's
+        length once met (so every way of meeting it counts the same)."""
+        return self.length if node == self.MET else self.depth[node]
+
+    def step(self, node: int, token: int) -> int:
+        if node == self.MET:
+            return self.MET
+        for start in (node, 0) if node else (0,):
+            if token in self.complete[start]:
+                return self.MET
+            if token in self.children[start]:
+                return self.children[start][token]
+        return 0
+
+
+class ConstraintAutomaton:
+    """The joint state of one image's constraints, enumerated from the start state.
+
+    ``tokens``: the tokens that occur in some phrase (any other token is a "reset");
+    ``next_state[s][i]``: the state after ``tokens[i]`` in state ``s``; ``reset[s]``: the
+    state after any other token; ``met[s]``: how many constraints state ``s`` meets;
+    ``level[s]``: how many constraint tokens it has covered (the grid search's group, as in
+    Hokamp and Liu's grid beam search: a phrase's first word already moves a hypothesis up,
+    so partial phrases are not crowded out of the beam); ``top`` is the level of meeting
+    all constraints. State 0 is the start.
+    """
+
+    def __init__(self, constraints: Sequence[Constraint]):
+        self.constraints = list(constraints)
+        tries = [_Trie(c.phrases) for c in self.constraints]
+        self.tokens = sorted({t for c in self.constraints for p in c.phrases for t in p})
+        start = tuple(0 for _ in tries)
+        index = {start: 0}
+        states = [start]
+        self.next_state: list[list[int]] = []
+        self.reset: list[int] = []
+        position = 0
+        while position < len(states):
+            state = states[position]
+            position += 1
+            row = []
+            for token in [*self.tokens, None]:
+                after = tuple(t.MET if s == t.MET else (t.step(s, token) if token is not None else 0)
+                              for t, s in zip(tries, state))
+                if after not in index:
+                    index[after] = len(states)
+                    states.append(after)
+                row.append(index[after])
+            self.next_state.append(row[:-1])
+            self.reset.append(row[-1])
+        self.met = [sum(s == _Trie.MET for s in state) for state in states]
+        self.level = [sum(t.progress(s) for t, s in zip(tries, state)) for state in states]
+        self.top = sum(t.length for t in tries)
+
+    @property
+    def size(self) -> int:
+        return len(self.met)
+
+
+@dataclass
+class AutomatonTables:
+    """The automata of a batch of images as device tensors, states numbered globally.
+
+    ``start[b]``: image b's start state; ``tokens[b, i]`` / ``valid[b, i]``: its phrase
+    tokens (padded); ``next_state[s, i]``, ``reset[s]``, ``met[s]``: as in
+    :class:`ConstraintAutomaton`; ``top[b]``: the level at which image b meets all its
+    constraints, ``required[b]`` how many it has.
+    """
+
+    start: torch.Tensor
+    tokens: torch.Tensor
+    valid: torch.Tensor
+    next_state: torch.Tensor
+    reset: torch.Tensor
+    met: torch.Tensor
+    level: torch.Tensor
+    top: torch.Tensor
+    required: torch.Tensor
+
+    @classmethod
+    def build(cls, per_image: Sequence[Sequence[Constraint]], device: torch.device) -> "AutomatonTables":
+        automata = [ConstraintAutomaton(c) for c in per_image]
+        width = max((len(a.tokens) for a in automata), default=0)
+        start, tokens, valid, next_state, reset, met, level = [], [], [], [], [], [], []
+        for automaton in automata:
+            offset = len(met)
+            start.append(offset)
+            pad = width - len(automaton.tokens)
+            tokens.append(automaton.tokens + [0] * pad)
+            valid.append([True] * len(automaton.tokens) + [False] * pad)
+            for s in range(automaton.size):
+                row = [offset + n for n in automaton.next_state[s]]
+                next_state.append(row + [offset + s] * pad)
+                reset.append(offset + automaton.reset[s])
+            met.extend(automaton.met)
+            level.extend(automaton.level)
+
+        def tensor(values, dtype=torch.long):
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        return cls(
+            start=tensor(start), tokens=tensor(tokens).view(len(automata), width),
+            valid=tensor(valid, torch.bool).view(len(automata), width),
+            next_state=tensor(next_state).view(len(met), width), reset=tensor(reset), met=tensor(met),
+            level=tensor(level), top=tensor([a.top for a in automata]),
+            required=tensor([len(a.constraints) for a in automata]),
+        )

@@ -1,0 +1,99 @@
+"""How captions are decoded: one settings record, with its defaults written here only.
+
+The same :class:`DecodingSettings` is the ``decode:`` section of a training config, the
+default stored in a checkpoint, and what ``captioner caption``, ``evaluate`` and
+``attack caption`` decode with after their command-line options are applied
+(:meth:`DecodingSettings.with_options`: ``None`` means "not given", so an explicit ``0``
+is never replaced by a default).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from ..errors import UserError
+
+METHODS = ("greedy", "beam", "sample")
+GUIDES = ("none", "imagenet")
+
+
+class DecodingError(UserError, ValueError):
+    """Impossible decoding settings; the message names the setting and the value."""
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    """``length_penalty``: beam search ranks finished captions by log-probability /
+    (words + 1) ** length_penalty (0: plain log-probability, which favours short captions;
+    1: mean per token). 0.5 is what the bundled model's validation split chose.
+
+    ``guide``: ``"imagenet"`` turns the encoder's confident ImageNet classes into words the
+    caption must contain (:mod:`captioner.guidance`), ``"none"`` leaves the caption to the
+    decoder. ``guide_threshold``: the probability a class (or the classes sharing a name)
+    must reach to be forced.
+    """
+
+    method: str = "beam"
+    beam_size: int = 3
+    num_captions: int = 1
+    max_length: int = 20
+    length_penalty: float = 0.5
+    temperature: float = 1.0
+    top_k: int | None = None
+    guide: str = "none"
+    guide_threshold: float = 0.5
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "DecodingSettings":
+        if self.method not in METHODS:
+            raise DecodingError(f"unknown decoding method {self.method!r}; choose greedy, beam or sample")
+        if self.guide not in GUIDES:
+            raise DecodingError(f"unknown guide {self.guide!r}; choose {' or '.join(GUIDES)}")
+        for name in ("beam_size", "num_captions", "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DecodingError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):
+            raise DecodingError(f"top_k must be at least 1, got {self.top_k!r}")
+        for name, low in (("length_penalty", 0.0), ("temperature", None), ("guide_threshold", 0.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise DecodingError(f"{name} must be a finite number, got {value!r}")
+        if self.length_penalty < 0:
+            raise DecodingError(f"length_penalty must be >= 0, got {self.length_penalty}")
+        if self.temperature <= 0:
+            raise DecodingError(f"temperature must be positive, got {self.temperature}")
+        if not 0.0 <= self.guide_threshold <= 1.0:
+            raise DecodingError(f"guide_threshold must be in [0, 1], got {self.guide_threshold}")
+        if self.method == "greedy" and self.num_captions != 1:
+            raise DecodingError("greedy decoding gives one caption per image; use beam or sample for more")
+        if self.method == "beam" and self.num_captions > self.beam_size:
+            raise DecodingError(f"{self.num_captions} captions per image need a beam size of at least "
+                                f"{self.num_captions} (beam size {self.beam_size})")
+        return self
+
+    def with_options(self, **options) -> "DecodingSettings":
+        """A copy with the given options changed; ``None`` values leave a setting as it is."""
+        unknown = set(options) - {f.name for f in fields(self)}
+        if unknown:
+            raise DecodingError(f"unknown decoding option(s) {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in options.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "DecodingSettings":
+        """Settings from a checkpoint's stored dict (missing keys keep their defaults)."""
+        data = dict(data or {})
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise DecodingError(f"unknown decoding setting(s) {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+DEFAULTS = DecodingSettings()
