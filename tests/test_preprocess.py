@@ -90,3 +90,15 @@ def test_rejects_wrong_shapes():
         preprocess(torch.rand(1, 50, 50), Preprocessing())
     with pytest.raises(TypeError):
         preprocess(np.zeros((3, 4, 4)), Preprocessing())
+
+
+def test_an_8_bit_image_and_its_levels_as_floats_give_the_same_pixels():
+    """What is measured on a float image rounded to 8 bits must be what its PNG gives when read back
+    (before, uint8 input was resized in uint8 and rounded again: up to 0.5/255 apart)."""
+    from captioner.data.preprocess import Preprocessing, preprocess
+
+    levels = torch.randint(0, 256, (3, 97, 131), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    spec = Preprocessing(resize_size=80, crop_size=64)
+    as_uint8 = preprocess(levels, spec)
+    as_float = preprocess(levels.float() / 255, spec)
+    assert torch.equal(as_uint8, as_float)

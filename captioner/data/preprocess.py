@@ -8,8 +8,11 @@ normalisation in the model means that attacks and visualisations work in plain
 pixel space, and that training, captioning, visualisation and attacks cannot
 drift apart: they all call :func:`preprocess`.
 
-On float tensors the function is differentiable (antialiased bilinear resize), so
-an attack can perturb a user's own full-size pixels.
+It computes in float32 whatever the input: an 8-bit image and the same levels as floats
+(``k / 255``) give exactly the same pixels, so what an attack or a class visualisation
+reports for a saved PNG is what reading that PNG back gives. On float tensors the
+function is differentiable (antialiased bilinear resize), so an attack can perturb a
+user's own full-size pixels.
 """
 
 from __future__ import annotations
@@ -88,18 +91,17 @@ def preprocess(image: Image.Image | torch.Tensor, spec: Preprocessing) -> torch.
         raise TypeError(f"expected a PIL image or a tensor, got {type(image).__name__}")
     if image.ndim not in (3, 4) or image.shape[-3] != 3:
         raise ValueError(f"expected an image tensor of shape (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
+    if image.dtype == torch.uint8:
+        image = image.float().div_(255.0)
+    elif not image.is_floating_point():
+        raise TypeError(f"expected uint8 or float pixels, got {image.dtype}")
     resized = F.resize(
-        image,
+        image.float(),
         [spec.resize_size],
         interpolation=_INTERPOLATIONS[spec.interpolation],
         antialias=True,
     )
-    cropped = F.center_crop(resized, [spec.crop_size, spec.crop_size])
-    if cropped.dtype == torch.uint8:
-        return cropped.float().div_(255.0)
-    if not cropped.is_floating_point():
-        raise TypeError(f"expected uint8 or float pixels, got {cropped.dtype}")
-    return cropped.float().clamp(0.0, 1.0)
+    return F.center_crop(resized, [spec.crop_size, spec.crop_size]).clamp(0.0, 1.0)
 
 
 def normalize(pixels: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
