@@ -70,7 +70,7 @@ def row_beam(quick: bool = False) -> dict:
         features = torch.cat([captioner.model.encoder(chunk) for chunk in _pixels(captioner, paths).split(BATCH)])
     decoder, vocab = captioner.model.decoder, captioner.vocab
     options = dict(start_id=vocab.start_id, end_id=vocab.end_id, beam_size=3, max_length=16,
-                   length_penalty=captioner.decoding["length_penalty"], banned=vocab.never_generated)
+                   length_penalty=captioner.decoding.length_penalty, banned=vocab.never_generated)
     results = {}
 
     def per_image():

@@ -3,6 +3,7 @@
     >>> from captioner import Captioner
     >>> captioner = Captioner.from_checkpoint()          # the bundled default model
     >>> captioner.caption(["photo.jpg"])[0].text
+    >>> captioner.caption("photo.jpg", guide="none", include=["dog|puppy"])
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from .data.batches import image_batches
 from .data.images import DEFAULT_MAX_PIXELS, ImageLoadError, to_rgb
 from .data.preprocess import preprocess
 from .data.vocab import Vocabulary
-from .decoding import Hypothesis, beam_search, greedy, sample
+from .decoding import DecodingSettings, decode
+from .decoding.constraints import Constraint, parse_alternatives
+from .decoding.lexicon import Lexicon
+from .errors import ArgumentError
+from .guidance import Forced, ImageNetGuide, choose_proxies
 from .models.captioner import CaptionModel
-from .runtime import tune_allocator
+from .runtime import resolve_device, tune_allocator
 
 DEFAULT_CHECKPOINT_NAME = "default.pt"
-DECODING_DEFAULTS = {"method": "beam", "beam_size": 3, "length_penalty": 1.0, "max_length": 20}
 
 
 def default_checkpoint_path() -> Path:
@@ -40,28 +44,23 @@ class Caption:
     log_prob: float
     score: float
     truncated: bool = False
+    unmet: int = 0  # forced constraints this caption does not meet (none could be met within max_length)
+    tokens: tuple[int, ...] = ()  # its word ids in the captioner's lexicon (:meth:`Captioner.lexicon`)
 
 
 @dataclass
 class CaptionResult:
-    """The captions of one image, best first, or the error that stopped it."""
+    """The captions of one image, best first, or the error that stopped it. ``forced``: the
+    words its captions had to contain, where they came from and how sure the classifier was."""
 
     source: str
     captions: list[Caption] = field(default_factory=list)
     error: str | None = None
+    forced: list[Forced] = field(default_factory=list)
 
     @property
     def text(self) -> str | None:
         return self.captions[0].text if self.captions else None
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
-    return device
 
 
 def default_reader_processes(images: int, batch_size: int) -> int:
@@ -76,7 +75,7 @@ class Captioner:
     """A trained captioning model with its vocabulary and default decoding settings."""
 
     def __init__(self, model: CaptionModel, vocab: Vocabulary, device: str | torch.device | None = None,
-                 decoding: dict | None = None, metadata: dict | None = None):
+                 decoding: DecodingSettings | dict | None = None, metadata: dict | None = None):
         if model.decoder.config.vocab_size != len(vocab):
             raise ValueError(f"model predicts {model.decoder.config.vocab_size} words, vocabulary has {len(vocab)}")
         self.device = resolve_device(device)
@@ -84,8 +83,10 @@ class Captioner:
             tune_allocator()  # about 2x the encoder's CPU throughput (captioner.runtime)
         self.model = model.to(self.device).eval()
         self.vocab = vocab
-        self.decoding = {**DECODING_DEFAULTS, **(decoding or {})}
+        self.decoding = decoding if isinstance(decoding, DecodingSettings) else DecodingSettings.from_dict(decoding)
         self.metadata = metadata or {}
+        self._guide: ImageNetGuide | None = None
+        self._proxies: dict[str, int | None] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None = None,
@@ -102,59 +103,101 @@ class Captioner:
         try:
             model = CaptionModel.from_checkpoint_data(data)
             vocab = Vocabulary.from_dict(data["vocab"])
+            decoding = DecodingSettings.from_dict(data.get("decoding"))
         except (ValueError, KeyError, TypeError) as error:
             raise CheckpointError(path, f"damaged checkpoint: {error}") from None
-        return cls(model, vocab, device, data.get("decoding"), data.get("training"))
+        return cls(model, vocab, device, decoding, data.get("training"))
 
     @property
     def preprocessing(self):
         return self.model.encoder.preprocessing
 
-    # -- features -> text ------------------------------------------------------------
-    def decode(self, features: torch.Tensor, method: str | None = None, beam_size: int | None = None,
-               num_captions: int = 1, max_length: int | None = None, length_penalty: float | None = None,
-               temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None) -> list[list[Caption]]:
-        """Captions for a batch of encoder features (B, D), ``num_captions`` per image."""
-        method = method or self.decoding["method"]
-        beam_size = beam_size or self.decoding["beam_size"]
-        max_length = max_length or self.decoding["max_length"]
-        penalty = self.decoding["length_penalty"] if length_penalty is None else length_penalty
-        common = dict(start_id=self.vocab.start_id, end_id=self.vocab.end_id, max_length=max_length,
-                      banned=self.vocab.never_generated)
-        decoder = self.model.decoder
-        features = features.to(self.device)
-        if method == "greedy":
-            if num_captions != 1:
-                raise ValueError("greedy decoding gives one caption per image; use beam or sample for more")
-            hyps = [[h] for h in greedy(decoder, features, **common)]
-        elif method == "beam":
-            if num_captions > beam_size:
-                raise ValueError(f"--num-captions {num_captions} needs a beam size of at least {num_captions}")
-            hyps = beam_search(decoder, features, beam_size=beam_size, length_penalty=penalty,
-                               num_return=num_captions, **common)
-        elif method == "sample":
-            hyps = sample(decoder, features, temperature=temperature, top_k=top_k, num_samples=num_captions,
-                          generator=generator, **common)
-        else:
-            raise ValueError(f"unknown decoding method {method!r}; choose greedy, beam or sample")
-        return [[self._caption(h) for h in image_hyps] for image_hyps in hyps]
+    def settings(self, **options) -> DecodingSettings:
+        """The default decoding settings with ``options`` applied (None: keep the default)."""
+        return self.decoding.with_options(**options)
 
-    def _caption(self, h: Hypothesis) -> Caption:
-        return Caption(self.vocab.to_text(h.tokens), h.log_prob, h.score, h.truncated)
+    # -- features -> text ------------------------------------------------------------
+    def forced_words(self, features: torch.Tensor, settings: DecodingSettings,
+                     include: Sequence[str] = ()) -> list[list[Forced]]:
+        """What each image's captions must contain: the user's ``include`` constraints
+        (``"cat|kitten"``), then what the guide chooses."""
+        given = [Forced(tuple(parse_alternatives(text, "--include")), "include") for text in include]
+        if settings.method == "sample":
+            if given:
+                raise ArgumentError("--include needs greedy or beam decoding, not sampling")
+            return [[] for _ in range(len(features))]  # sampling is never guided
+        per_image = [list(given) for _ in range(len(features))]
+        if settings.guide == "imagenet":
+            for forced, chosen in zip(per_image, self.imagenet_guide().choose(features, settings.guide_threshold)):
+                words = {w for f in forced for w in f.words}
+                forced.extend(c for c in chosen if not words & set(c.words))
+        return per_image
+
+    def imagenet_guide(self) -> ImageNetGuide:
+        """The guide of ``guide="imagenet"`` (a one-line error when the encoder has no ImageNet head)."""
+        if self._guide is None:
+            self._guide = ImageNetGuide(self.model.encoder)
+        return self._guide
+
+    def lexicon(self, words: Sequence[str] = ()) -> Lexicon:
+        """The vocabulary plus every word outside it that a constraint has named so far (with
+        ``words`` added), each with its proxy (:mod:`captioner.guidance.proxies`). Words keep
+        their ids for the life of the captioner, so token ids from different calls compare."""
+        new = [w for w in dict.fromkeys(words) if w not in self._proxies]
+        if new:
+            found = choose_proxies(new, self.vocab, self.model.encoder)
+            self._proxies.update({w: found.get(w) for w in new})
+        return Lexicon(self.vocab, {w: p for w, p in self._proxies.items() if p is not None})
+
+    def _check(self, settings: DecodingSettings, include: Sequence[str]) -> None:
+        """Refuse bad guidance settings before any image is read."""
+        for text in include:
+            parse_alternatives(text, "--include")
+        if include and settings.method == "sample":
+            raise ArgumentError("--include needs greedy or beam decoding, not sampling")
+        if settings.guide == "imagenet" and settings.method != "sample":
+            self.imagenet_guide()
+
+    def decode(self, features: torch.Tensor, settings: DecodingSettings | None = None,
+               forced: Sequence[Sequence[Forced]] | None = None, generator: torch.Generator | None = None,
+               **options) -> list[list[Caption]]:
+        """Captions for a batch of encoder features (B, D): ``settings`` (default: this
+        model's, with ``options`` applied), meeting the ``forced`` words of each image."""
+        settings = (settings or self.decoding).with_options(**options)
+        features = features.to(self.device)
+        constraints = None
+        if forced is not None and any(forced):
+            lexicon = self.lexicon([w for image in forced for f in image for w in f.words])
+            constraints = [[Constraint(tuple(lexicon.phrase_ids(w) for w in f.words), "|".join(f.words))
+                            for f in image] for image in forced]
+            decoder = lexicon.wrap(self.model.decoder)
+        else:  # nothing forced: the plain vocabulary, so added words cannot appear
+            lexicon, decoder = Lexicon(self.vocab), self.model.decoder
+        hyps = decode(decoder, features, lexicon, settings, constraints, generator)
+        return [[Caption(lexicon.to_text(h.tokens), h.log_prob, h.score, h.truncated, h.unmet, h.tokens)
+                 for h in image] for image in hyps]
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Feature vectors of preprocessed pixels (B, 3, S, S) in [0, 1]."""
         return self.model.encoder(pixels.to(self.device))
 
+    def _caption_features(self, features: torch.Tensor, settings: DecodingSettings, include: Sequence[str],
+                          generator) -> list[tuple[list[Caption], list[Forced]]]:
+        forced = self.forced_words(features, settings, include)
+        return list(zip(self.decode(features, settings, forced, generator), forced))
+
     # -- images -> text ----------------------------------------------------------------
-    def caption(self, images, batch_size: int = 16, **decode_options) -> list[CaptionResult]:
+    def caption(self, images, batch_size: int = 16, include: Sequence[str] = (),
+                generator: torch.Generator | None = None, **options) -> list[CaptionResult]:
         """Caption paths, PIL images or image tensors (one, or a list).
 
-        Tensors are (3, H, W) or (B, 3, H, W), uint8 or float in [0, 1]. Unreadable
-        files raise :class:`captioner.data.images.ImageLoadError`; use
-        :meth:`caption_files` to collect such errors instead.
+        Tensors are (3, H, W) or (B, 3, H, W), uint8 or float in [0, 1]. ``options`` are
+        decoding settings (``method``, ``beam_size``, ``guide``, ...; see
+        :class:`captioner.decoding.DecodingSettings`); ``include`` lists words every caption
+        must contain (``"dog|puppy"``). Unreadable files raise
+        :class:`captioner.data.images.ImageLoadError`; use :meth:`caption_files` to
+        collect such errors instead.
         """
         if isinstance(images, (str, os.PathLike, Image.Image)) or (
             isinstance(images, torch.Tensor) and images.ndim == 3
@@ -164,17 +207,21 @@ class Captioner:
             images = list(images)
         images = list(images)
         if all(isinstance(x, (str, os.PathLike)) for x in images):
-            results = list(self.caption_files([str(x) for x in images], batch_size=batch_size, **decode_options))
+            results = list(self.caption_files([str(x) for x in images], batch_size=batch_size, include=include,
+                                              generator=generator, **options))
             for result in results:
                 if result.error:
                     raise ImageLoadError(result.source, result.error.split(": ", 1)[-1])
             return results
+        settings = self.settings(**options)
+        self._check(settings, include)
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             pixels = torch.stack([self._pixels(x) for x in chunk])
-            for offset, caps in enumerate(self.decode(self.encode(pixels), **decode_options)):
-                results.append(CaptionResult(_describe(chunk[offset], start + offset), caps))
+            done = self._caption_features(self.encode(pixels), settings, include, generator)
+            for offset, (captions, forced) in enumerate(done):
+                results.append(CaptionResult(_describe(chunk[offset], start + offset), captions, forced=forced))
         return results
 
     def _pixels(self, image) -> torch.Tensor:
@@ -185,13 +232,17 @@ class Captioner:
         return preprocess(image, self.preprocessing)
 
     def caption_files(self, paths: Sequence[str], batch_size: int = 16, num_workers: int = 0,
-                      max_pixels: int = DEFAULT_MAX_PIXELS, **decode_options) -> Iterator[CaptionResult]:
+                      max_pixels: int = DEFAULT_MAX_PIXELS, include: Sequence[str] = (),
+                      generator: torch.Generator | None = None, **options) -> Iterator[CaptionResult]:
         """Caption image files as a stream, in order; unreadable files yield a result with ``error`` set."""
+        settings = self.settings(**options)
+        self._check(settings, include)
         for batch in image_batches(paths, self.preprocessing, batch_size, num_workers, max_pixels):
             results = {i: CaptionResult(paths[i], error=message) for i, message in batch.errors}
             if batch.pixels is not None:
-                captions = self.decode(self.encode(batch.pixels), **decode_options)
-                results.update({i: CaptionResult(paths[i], caps) for i, caps in zip(batch.indices, captions)})
+                done = self._caption_features(self.encode(batch.pixels), settings, include, generator)
+                results.update({i: CaptionResult(paths[i], captions, forced=forced)
+                                for i, (captions, forced) in zip(batch.indices, done)})
             for i in sorted(results):
                 yield results[i]
 

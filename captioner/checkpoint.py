@@ -50,7 +50,7 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
 
 def make_checkpoint(*, encoder_spec: dict, decoder_config: dict, decoder_state: dict, vocab: dict,
-                    encoder_state: dict | None = None, decoding: dict | None = None,
+                    encoder_state: dict | None = None, decoding=None,
                     training: dict | None = None, train_state: dict | None = None,
                     half: bool = False) -> dict:
     """Assemble a checkpoint dict. ``half`` stores floating weights as float16."""
@@ -66,7 +66,7 @@ def make_checkpoint(*, encoder_spec: dict, decoder_config: dict, decoder_state: 
         "encoder": {"spec": encoder_spec, "state_dict": weights(encoder_state)},
         "decoder": {"config": decoder_config, "state_dict": weights(decoder_state)},
         "vocab": vocab,
-        "decoding": dict(decoding or {}),
+        "decoding": decoding.to_dict() if hasattr(decoding, "to_dict") else dict(decoding or {}),
         "training": dict(training or {}),
     }
     if train_state is not None:

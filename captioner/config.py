@@ -5,7 +5,7 @@ A config file has four sections, each a dataclass below::
     data:    what to train on        (DataConfig)
     model:   encoder and decoder     (ModelConfig)
     train:   optimisation and output (TrainConfig)
-    decode:  default decoding, stored in the checkpoint (DecodeConfig)
+    decode:  default decoding, stored in the checkpoint (captioner.decoding.DecodingSettings)
 
 Unknown keys and values of the wrong type are errors that name the key (with a
 suggestion for likely typos), never silently ignored. ``--set train.lr=3e-4`` style
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from .decoding.settings import DecodingSettings
 from .errors import UserError
 
 
@@ -91,19 +92,11 @@ class TrainConfig:
 
 
 @dataclass
-class DecodeConfig:
-    method: str = "beam"
-    beam_size: int = 3
-    length_penalty: float = 1.0
-    max_length: int = 20
-
-
-@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode: DecodingSettings = field(default_factory=DecodingSettings)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,15 +111,13 @@ class Config:
             "model.feature_norm": (self.model.feature_norm, ("none", "layernorm")),
             "train.objective": (self.train.objective, ("xe", "scst")),
             "train.encoder_batchnorm": (self.train.encoder_batchnorm, ("frozen", "train")),
-            "decode.method": (self.decode.method, ("greedy", "beam", "sample")),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
         positive = {
             "train.epochs": self.train.epochs, "train.batch_size": self.train.batch_size,
-            "train.feature_views": self.train.feature_views, "decode.beam_size": self.decode.beam_size,
-            "decode.max_length": self.decode.max_length, "train.val_beam_size": self.train.val_beam_size,
+            "train.feature_views": self.train.feature_views, "train.val_beam_size": self.train.val_beam_size,
             "data.min_word_count": self.data.min_word_count, "train.extract_batch_size": self.train.extract_batch_size,
         }
         for key, value in positive.items():
@@ -190,7 +181,10 @@ def _build(cls, data, prefix: str):
             raise ConfigError(f"unknown config key {full}{hint}")
         tp = hints[key]
         kwargs[key] = _build(tp, value, f"{full}.") if is_dataclass(tp) else _check_value(full, value, tp)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as error:  # a section that checks its own values (decode)
+        raise ConfigError(f"{prefix.rstrip('.')}: {error}") from None
 
 
 def config_from_dict(data: dict) -> Config:

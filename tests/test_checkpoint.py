@@ -70,7 +70,7 @@ def test_float16_storage_loads_into_float32(tmp_path):
 def test_decoding_defaults_travel_with_the_checkpoint(tmp_path):
     path = tiny_checkpoint(tmp_path / "d.pt", decoding={"beam_size": 5, "length_penalty": 0.3})
     captioner = Captioner.from_checkpoint(path)
-    assert captioner.decoding["beam_size"] == 5 and captioner.decoding["length_penalty"] == 0.3
+    assert captioner.decoding.beam_size == 5 and captioner.decoding.length_penalty == 0.3
 
 
 class Unpicklable:
@@ -189,8 +189,8 @@ def test_cli_export_sets_the_default_decoding(tiny_ckpt, tmp_path, capsys):
     greedy = tmp_path / "greedy.pt"
     assert main(["checkpoint", "export", str(target), str(greedy), "--method", "greedy", "--max-length", "9"]) == 0
     loaded = Captioner.from_checkpoint(greedy)
-    assert loaded.decoding["method"] == "greedy" and loaded.decoding["max_length"] == 9
-    assert loaded.decoding["beam_size"] == 2  # kept from the source
+    assert loaded.decoding.method == "greedy" and loaded.decoding.max_length == 9
+    assert loaded.decoding.beam_size == 2  # kept from the source
     capsys.readouterr()
     for option, value in (("--beam-size", "0"), ("--max-length", "0"), ("--length-penalty", "-0.5")):
         assert main(["checkpoint", "export", str(tiny_ckpt), str(tmp_path / "bad.pt"), option, value]) == 2

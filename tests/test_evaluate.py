@@ -7,8 +7,8 @@ import pytest
 
 from captioner.cli import main
 from captioner.config import config_from_dict
-import captioner.training.evaluate as evaluate_module
-from captioner.training.evaluate import consensus_caption, most_frequent_caption, nearest_neighbour_captions
+import captioner.evaluation as evaluate_module
+from captioner.evaluation import consensus_caption, most_frequent_caption, nearest_neighbour_captions
 from captioner.training.run import train
 from shapes import make_shapes, write_karpathy
 
@@ -57,13 +57,13 @@ def test_evaluate_scores_every_system_with_the_decoding_it_used(trained, tmp_pat
     root, config, checkpoint = trained
     out, predictions = tmp_path / "scores.json", tmp_path / "predictions"
     calls = []
-    real_decode = evaluate_module.decode_features
+    real_decode = evaluate_module.caption_features
 
-    def spy(decoder, vocab, features, method, beam_size, length_penalty, max_length, **options):
-        calls.append((method, beam_size, length_penalty, max_length))
-        return real_decode(decoder, vocab, features, method, beam_size, length_penalty, max_length, **options)
+    def spy(captioner, features, settings, **options):
+        calls.append((settings.method, settings.beam_size, settings.length_penalty, settings.max_length))
+        return real_decode(captioner, features, settings, **options)
 
-    monkeypatch.setattr(evaluate_module, "decode_features", spy)
+    monkeypatch.setattr(evaluate_module, "caption_features", spy)
     assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), "--split", "test",
                  "--method", "greedy,beam", "--beam-size", "2", "--length-penalty", "0.5", "--max-length", "7",
                  "--baseline", "nn,frequent", "--json", str(out), "--predictions", str(predictions), "--quiet"]) == 0
@@ -72,7 +72,8 @@ def test_evaluate_scores_every_system_with_the_decoding_it_used(trained, tmp_pat
     table = capsys.readouterr().out
     assert "test split, 9 images" in table and "beam2: length penalty 0.5" in table
     summary = json.loads(out.read_text())
-    assert summary["decoding"] == {"beam_size": 2, "length_penalty": 0.5, "max_length": 7}
+    decoding = summary["decoding"]
+    assert (decoding["beam_size"], decoding["length_penalty"], decoding["max_length"]) == (2, 0.5, 7)
     assert set(summary["systems"]) == {"greedy", "beam2", "nn", "frequent"}
     scores = {name: system["scores"] for name, system in summary["systems"].items()}
     assert {"BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D"} <= set(scores["greedy"])

@@ -22,33 +22,38 @@ import torch.nn.functional as F
 
 from ..data.preprocess import preprocess
 from ..data.vocab import tokenize
-from ..decoding import beam_search, greedy
+from ..errors import ArgumentError
 from .base import broadcast_labels
 
 
 class CaptionVictim:
-    """A captioner as an attack victim. ``method``: how captions are decoded to judge
-    success, ``"beam"`` (the captioner's default settings) or ``"greedy"``."""
+    """A captioner as an attack victim. Captions are judged as ``captioner caption`` would
+    write them: with the captioner's decoding settings (``method``, ``beam_size`` and
+    ``guide`` override them) through :meth:`captioner.api.Captioner.decode`, guidance
+    included, so an attack reports the captions a user would get."""
 
     kind = "captioner"
 
-    def __init__(self, captioner, method: str | None = None, beam_size: int | None = None):
-        method = method or captioner.decoding["method"]
-        if method not in ("beam", "greedy"):
-            raise ValueError(f"attacks judge captions decoded with beam or greedy, not {method!r}")
+    def __init__(self, captioner, method: str | None = None, beam_size: int | None = None,
+                 guide: str | None = None):
+        self.settings = captioner.settings(method=method, beam_size=beam_size, guide=guide, num_captions=1)
+        if self.settings.method not in ("beam", "greedy"):
+            raise ArgumentError(f"attacks judge captions decoded with beam or greedy, not {self.settings.method!r}")
         self.captioner = captioner
         self.module = captioner.model
         self.vocab = captioner.vocab
-        self.method = method
-        self.beam_size = beam_size or captioner.decoding["beam_size"]
+        self.method = self.settings.method
+        self.beam_size = self.settings.beam_size
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.module.encoder(preprocess(pixels, self.captioner.preprocessing))
 
     def loss(self, pixels: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         """-log p(caption | image) per image, teacher-forced; ``captions`` (B, T) are
-        ``<start> w1 .. wn <end>`` padded with ``<pad>``."""
+        ``<start> w1 .. wn <end>`` padded with ``<pad>`` (words the decoder never saw, which
+        guidance may put in a caption, are read as their proxies)."""
         pad = self.vocab.pad_id
+        captions = self.captioner.lexicon().fed_ids(captions)
         lengths = (captions != pad).sum(dim=1)
         logits = self.module.decoder(self.features(pixels), captions, lengths)
         nll = F.cross_entropy(logits.transpose(1, 2), captions[:, 1:], ignore_index=pad, reduction="none")
@@ -56,18 +61,12 @@ class CaptionVictim:
 
     def predict(self, pixels: torch.Tensor) -> torch.Tensor:
         """The decoded captions as padded token ids, like the labels."""
-        vocab, decoding = self.vocab, self.captioner.decoding
         with torch.no_grad():
             features = self.features(pixels)
-        common = dict(start_id=vocab.start_id, end_id=vocab.end_id, max_length=decoding["max_length"],
-                      banned=(vocab.pad_id, vocab.start_id))
-        if self.method == "greedy":
-            hypotheses = greedy(self.module.decoder, features, **common)
-        else:
-            hypotheses = [n_best[0] for n_best in beam_search(
-                self.module.decoder, features, beam_size=self.beam_size,
-                length_penalty=decoding["length_penalty"], **common)]
-        return self._pad([[vocab.start_id, *h.tokens, vocab.end_id] for h in hypotheses], pixels.device)
+        forced = self.captioner.forced_words(features, self.settings)
+        captions = self.captioner.decode(features, self.settings, forced)
+        vocab = self.vocab
+        return self._pad([[vocab.start_id, *c[0].tokens, vocab.end_id] for c in captions], pixels.device)
 
     def matches(self, predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         width, pad = max(predictions.shape[1], labels.shape[1]), self.vocab.pad_id
@@ -76,7 +75,8 @@ class CaptionVictim:
         return (predictions == labels).all(dim=1)
 
     def describe(self, labels: torch.Tensor) -> list[str]:
-        return [self.vocab.to_text(row.tolist()) for row in labels]
+        lexicon = self.captioner.lexicon()
+        return [lexicon.to_text(row.tolist()) for row in labels]
 
     def labels_from(self, value, batch: int) -> torch.Tensor:
         """Token ids from a caption or a list of captions (one caption applies to the whole batch)."""

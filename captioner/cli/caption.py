@@ -10,8 +10,10 @@ from tqdm import tqdm
 
 from ..api import Captioner, default_reader_processes
 from ..data.images import DEFAULT_MAX_PIXELS, find_images
+from ..decoding.settings import GUIDES
+from ..errors import ArgumentError
 from ..fileio import AtomicLineWriter
-from .options import check_decoding_options
+from .options import add_decoding_options, decoding_options
 
 
 def add_parser(subparsers) -> None:
@@ -21,13 +23,14 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     p.add_argument("--checkpoint", help="checkpoint file (default: the bundled default model)")
-    p.add_argument("--method", choices=["beam", "greedy", "sample"], help="decoding method (default: the checkpoint's, beam)")
-    p.add_argument("--beam-size", type=int, help="beam width (default: the checkpoint's)")
-    p.add_argument("--num-captions", type=int, default=1, help="captions per image (at most the beam size)")
-    p.add_argument("--max-length", type=int, help="maximum words per caption")
-    p.add_argument("--length-penalty", type=float, help="beam ranking: log-prob / (words+1)**penalty")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--top-k", type=int, help="sample only from the k most likely words")
+    add_decoding_options(p, sampling=True)
+    p.add_argument("--guide", choices=GUIDES,
+                   help="imagenet: the caption names what the encoder's ImageNet classifier is sure of; none: the "
+                        "decoder's own caption (default: the checkpoint's)")
+    p.add_argument("--guide-threshold", type=float, metavar="P",
+                   help="probability a concept needs to be forced, in [0, 1] (default: the checkpoint's)")
+    p.add_argument("--include", action="append", default=[], metavar="WORD[|ALT]",
+                   help="every caption must contain this word (or one of the alternatives); repeatable")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=None, help="image-reading processes (default: 1 for many images on more than 2 cores, else 0)")
@@ -40,19 +43,17 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    check_decoding_options(args.beam_size, args.length_penalty, args.max_length)
+        raise ArgumentError(f"--batch-size must be at least 1, got {args.batch_size}")
+    options = decoding_options(args, guide=args.guide, guide_threshold=args.guide_threshold)
+    if args.method == "sample" and (args.guide == "imagenet" or args.include):
+        raise ArgumentError("--guide imagenet and --include need greedy or beam decoding, not --method sample")
     paths = find_images(args.paths)
     if not paths:
-        raise FileNotFoundError(f"no image files found in {' '.join(args.paths)}")
+        raise ArgumentError(f"no image files found in {' '.join(args.paths)}")
     captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device)
+    settings = captioner.settings(**options)
     workers = args.workers if args.workers is not None else default_reader_processes(len(paths), args.batch_size)
     generator = torch.Generator().manual_seed(args.seed)
-    options = dict(
-        method=args.method, beam_size=args.beam_size, num_captions=args.num_captions,
-        max_length=args.max_length, length_penalty=args.length_penalty,
-        temperature=args.temperature, top_k=args.top_k, generator=generator,
-    )
     json_to_stdout = args.jsonl == "-"
     sink = AtomicLineWriter(args.jsonl) if args.jsonl and not json_to_stdout else None
     failed = 0
@@ -60,7 +61,8 @@ def run(args) -> int:
                     file=sys.stderr)
     try:
         for result in captioner.caption_files(paths, batch_size=args.batch_size, num_workers=workers,
-                                              max_pixels=args.max_pixels, **options):
+                                              max_pixels=args.max_pixels, include=args.include,
+                                              generator=generator, **settings.to_dict()):
             progress.update(1)
             if result.error:
                 failed += 1
@@ -69,9 +71,15 @@ def run(args) -> int:
             else:
                 record = {"path": result.source, "captions": [
                     {"caption": c.text, "log_prob": round(c.log_prob, 4), "score": round(c.score, 4),
-                     **({"truncated": True} if c.truncated else {})}
+                     **({"truncated": True} if c.truncated else {}), **({"unmet": c.unmet} if c.unmet else {})}
                     for c in result.captions
                 ]}
+                if result.forced:
+                    best = result.captions[0].unmet if result.captions else 0
+                    record["forced"] = [f.to_dict() for f in result.forced]
+                    if best:
+                        record["note"] = f"no caption within the maximum length meets {best} of the forced words"
+
             line = json.dumps(record, ensure_ascii=False)
             if json_to_stdout:
                 print(line, flush=True)

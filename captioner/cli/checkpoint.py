@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from .options import check_decoding_options
+from ..decoding.settings import GUIDES
+from .options import add_decoding_options, decoding_options
 
 
 def add_parser(subparsers) -> None:
@@ -20,10 +21,9 @@ def add_parser(subparsers) -> None:
     export.add_argument("source")
     export.add_argument("target")
     export.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
-    export.add_argument("--method", choices=["greedy", "beam"], help="new default decoding method")
-    export.add_argument("--beam-size", type=int, help="new default beam size")
-    export.add_argument("--length-penalty", type=float, help="new default length penalty (0 = none)")
-    export.add_argument("--max-length", type=int, help="new default maximum caption length in words")
+    add_decoding_options(export, methods=("greedy", "beam"))
+    export.add_argument("--guide", choices=GUIDES, help="new default guide")
+    export.add_argument("--guide-threshold", type=float, metavar="P", help="new default guide threshold")
     export.set_defaults(run=run_export)
 
 
@@ -72,12 +72,9 @@ def run_info(args) -> int:
 
 def _decoding(stored: dict | None, args) -> dict | None:
     """The stored default decoding with the export options applied."""
-    changes = {"method": args.method, "beam_size": args.beam_size, "length_penalty": args.length_penalty,
-               "max_length": args.max_length}
-    changes = {k: v for k, v in changes.items() if v is not None}
+    changes = decoding_options(args, guide=args.guide, guide_threshold=args.guide_threshold)
     if not changes:
         return stored
-    check_decoding_options(args.beam_size, args.length_penalty, args.max_length)
     return {**(stored or {}), **changes}
 
 

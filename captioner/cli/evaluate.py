@@ -1,9 +1,14 @@
-"""``captioner evaluate``: score a checkpoint (and baselines) on a split with the COCO caption metrics."""
+"""``captioner evaluate``: score a checkpoint (and baselines) on a split with the COCO caption
+metrics, guided and unguided, and its object naming rate on labelled photos."""
 
 from __future__ import annotations
 
+import argparse
+
 from ..config import load_config
-from .options import check_decoding_options
+from ..decoding.settings import GUIDES
+from ..errors import ArgumentError
+from .options import decoding_options
 
 
 def _list(text: str) -> list[str]:
@@ -12,17 +17,22 @@ def _list(text: str) -> list[str]:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "evaluate", help="score a checkpoint and baselines with BLEU, METEOR, ROUGE-L, CIDEr-D",
-        description="Decode a split and score it (x100) with pycocoevalcap, beside the nn/frequent baselines.",
+        "evaluate", help="score a checkpoint and baselines with BLEU, METEOR, ROUGE-L, CIDEr-D; object naming",
+        description="Decode a split and score it (x100) with pycocoevalcap, beside the nn/frequent baselines; "
+                    "with --naming, the share of labelled photos whose caption names their object.",
     )
     p.add_argument("--checkpoint", help="checkpoint to evaluate (default: the bundled default model)")
-    p.add_argument("--config", required=True, help="the YAML config naming the data (and feature cache)")
+    p.add_argument("--config", help="the YAML config naming the data (and feature cache)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--method", default="beam", type=_list, help="greedy, beam, or both: greedy,beam")
+    p.add_argument("--method", default=["beam"], type=_list, help="greedy, beam, or both: greedy,beam")
     p.add_argument("--beam-size", type=int)
     p.add_argument("--length-penalty", type=float)
     p.add_argument("--max-length", type=int)
+    p.add_argument("--guide", type=_list, help="none, imagenet, or both side by side: none,imagenet "
+                                               "(default: the checkpoint's)")
+    p.add_argument("--guide-threshold", type=float, metavar="P", help="guide threshold (default: the checkpoint's)")
+    p.add_argument("--naming", metavar="LABELS", help="labels.jsonl of labelled photos: report the object naming rate")
     p.add_argument("--baseline", default=[], type=_list, help="nn, frequent, or both: nn,frequent")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the scores as JSON")
@@ -32,20 +42,24 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..training.evaluate import evaluate, format_table
+    from ..evaluation import evaluate, format_table
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides) if args.config else None
     for method in args.method:
         if method not in ("greedy", "beam"):
-            raise ValueError(f"--method {method!r}: evaluation decodes with greedy or beam")
-    check_decoding_options(args.beam_size, args.length_penalty, args.max_length)
+            raise ArgumentError(f"--method {method!r}: evaluation decodes with greedy or beam")
+    for guide in args.guide or ():
+        if guide not in GUIDES:
+            raise ArgumentError(f"--guide {guide!r}: choose from {', '.join(GUIDES)}")
     for baseline in args.baseline:
         if baseline not in ("nn", "frequent"):
-            raise ValueError(f"--baseline {baseline!r}: the baselines are nn and frequent")
+            raise ArgumentError(f"--baseline {baseline!r}: the baselines are nn and frequent")
+    options = decoding_options(argparse.Namespace(**{**vars(args), "method": None}),
+                               guide_threshold=args.guide_threshold)
     summary = evaluate(
-        config, args.checkpoint, split=args.split, methods=args.method, baselines=args.baseline,
-        beam_size=args.beam_size, length_penalty=args.length_penalty, max_length=args.max_length,
-        device=args.device, json_out=args.json_out, predictions=args.predictions, show=not args.quiet,
+        config, args.checkpoint, split=args.split, methods=args.method, guides=args.guide or [None],
+        baselines=args.baseline, options=options, device=args.device, json_out=args.json_out,
+        predictions=args.predictions, naming=args.naming, show=not args.quiet,
     )
     print(format_table(summary))
     return 0

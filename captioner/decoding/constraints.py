@@ -162,3 +162,15 @@ class AutomatonTables:
             level=tensor(level), top=tensor([a.top for a in automata]),
             required=tensor([len(a.constraints) for a in automata]),
         )
+
+
+def parse_alternatives(text: str, what: str = "constraint") -> list[str]:
+    """``"cat|kitten"`` -> ``["cat", "kitten"]`` (lower-case, spaces tidied); refuses an empty
+    constraint and alternatives without a letter, naming the value."""
+    alternatives = [" ".join(part.lower().split()) for part in str(text).split("|")]
+    if not any(alternatives):
+        raise ArgumentError(f"{what} {text!r} is empty; give a word, or alternatives such as cat|kitten")
+    for alternative in alternatives:
+        if not any(ch.isalpha() for ch in alternative):
+            raise ArgumentError(f"{what} {text!r}: {alternative!r} has no letters; give words such as cat|kitten")
+    return list(dict.fromkeys(alternatives))

@@ -23,7 +23,8 @@ def decode(decoder, features: torch.Tensor, vocab, settings: DecodingSettings,
     """``settings.num_captions`` hypotheses per image of ``features`` (B, D), best first.
 
     ``vocab`` gives the special ids and the tokens never generated (``<pad>``, ``<start>``,
-    ``<unk>``). ``constraints[b]``: words image b's captions must contain; they run a
+    ``<unk>``); a :class:`captioner.decoding.lexicon.Lexicon` also the first id of the words
+    it added, which only constraints may place. ``constraints[b]``: words image b's captions must contain; they run a
     constrained beam search (with beam size 1 when the method is greedy). ``generator``
     seeds sampling.
     """
@@ -40,7 +41,7 @@ def decode(decoder, features: torch.Tensor, vocab, settings: DecodingSettings,
     beam_size = 1 if settings.method == "greedy" else settings.beam_size
     return beam_search(decoder, features, beam_size=beam_size, length_penalty=settings.length_penalty,
                        num_return=settings.num_captions, constraints=constraints if constrained else None,
-                       **common)
+                       phrase_only_from=getattr(vocab, "phrase_only_from", None), **common)
 
 
 @torch.no_grad()

@@ -117,7 +117,8 @@ def greedy(decoder, features: torch.Tensor, start_id: int, end_id: int, max_leng
 def beam_search(decoder, features: torch.Tensor, start_id: int, end_id: int, beam_size: int = DEFAULTS.beam_size,
                 max_length: int = DEFAULTS.max_length, min_length: int = 1,
                 length_penalty: float = DEFAULTS.length_penalty, num_return: int = 1, banned: Sequence[int] = (),
-                constraints: Sequence[Sequence[Constraint]] | None = None) -> list[list[Hypothesis]]:
+                constraints: Sequence[Sequence[Constraint]] | None = None,
+                phrase_only_from: int | None = None) -> list[list[Hypothesis]]:
     """Beam search over a batch of images at once, optionally with lexical constraints.
 
     Without constraints, each step extends every live beam by every token and keeps, per
@@ -134,7 +135,9 @@ def beam_search(decoder, features: torch.Tensor, start_id: int, end_id: int, bea
     moves its hypothesis up a group. The result is ranked from the group that meets all
     constraints; when it has fewer than ``num_return`` finished captions (none found
     within ``max_length``), the groups below fill the list, best group first, and their
-    hypotheses say how many constraints they miss (``unmet``).
+    hypotheses say how many constraints they miss (``unmet``). Token ids from
+    ``phrase_only_from`` on (words a :class:`captioner.decoding.lexicon.Lexicon` added) appear
+    only where an image's constraints name them.
     Returns the ``num_return`` best hypotheses of every image, best first.
     """
     _check(features, max_length, min_length)
@@ -190,7 +193,8 @@ def beam_search(decoder, features: torch.Tensor, start_id: int, end_id: int, bea
         log_probs = log_probs.float() + masks[t < min_length]
         # Candidates: each row's best k + width tokens that meet no constraint (they keep the
         # row's group), and each of its image's phrase tokens (which may move it up).
-        top_lp, top_token = log_probs.topk(min(vocab, k + width), dim=1)
+        free = log_probs if phrase_only_from is None else log_probs[:, :phrase_only_from]
+        top_lp, top_token = free.topk(min(free.shape[1], k + width), dim=1)
         next_auto = tables.reset[automaton].unsqueeze(1).expand_as(top_token)
         if width:
             is_phrase = ((top_token.unsqueeze(2) == image_tokens.unsqueeze(1)) & image_valid.unsqueeze(1)).any(2)

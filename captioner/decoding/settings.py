@@ -55,7 +55,7 @@ class DecodingSettings:
         for name in ("beam_size", "num_captions", "max_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DecodingError(f"{name} must be a whole number of at least 1, got {value!r}")
+                raise DecodingError(f"{name} must be at least 1 (a whole number), got {value!r}")
         if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
                                        or self.top_k < 1):
             raise DecodingError(f"top_k must be at least 1, got {self.top_k!r}")
@@ -70,10 +70,11 @@ class DecodingSettings:
         if not 0.0 <= self.guide_threshold <= 1.0:
             raise DecodingError(f"guide_threshold must be in [0, 1], got {self.guide_threshold}")
         if self.method == "greedy" and self.num_captions != 1:
-            raise DecodingError("greedy decoding gives one caption per image; use beam or sample for more")
+            raise DecodingError("greedy decoding gives one caption per image (num_captions 1); use beam or sample "
+                                "for more")
         if self.method == "beam" and self.num_captions > self.beam_size:
-            raise DecodingError(f"{self.num_captions} captions per image need a beam size of at least "
-                                f"{self.num_captions} (beam size {self.beam_size})")
+            raise DecodingError(f"num_captions {self.num_captions} needs a beam size of at least "
+                                f"{self.num_captions}, got beam_size {self.beam_size}")
         return self
 
     def with_options(self, **options) -> "DecodingSettings":

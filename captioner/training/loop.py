@@ -1,4 +1,4 @@
-"""One epoch of teacher-forced training, and validation by real decoding."""
+"""One epoch of teacher-forced training."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..decoding import beam_search, greedy
 
 
 @dataclass
@@ -93,29 +91,3 @@ def train_one_epoch(model, optimizer, scheduler, loader, normalisers: list[float
         "train_loss": total_loss / total_tokens if total_tokens else math.nan,
         "samples": samples, "seconds": seconds, "samples_per_s": samples / seconds if seconds else math.nan,
     }
-
-
-@torch.no_grad()
-def decode_features(decoder, vocab, features: np.ndarray | torch.Tensor, method: str = "greedy",
-                    beam_size: int = 3, length_penalty: float = 1.0, max_length: int = 20,
-                    batch_size: int = 100, device: torch.device = torch.device("cpu"),
-                    show: bool = False) -> list[str]:
-    """Best caption of every feature vector, decoded in batches."""
-    was_training = decoder.training
-    decoder.eval()
-    captions: list[str] = []
-    options = dict(start_id=vocab.start_id, end_id=vocab.end_id, max_length=max_length,
-                   banned=vocab.never_generated)
-    for start in tqdm(range(0, len(features), batch_size), desc=f"decoding ({method})", disable=not show,
-                      leave=False):
-        chunk = torch.as_tensor(np.asarray(features[start:start + batch_size], dtype=np.float32)).to(device)
-        if method == "greedy":
-            hyps = greedy(decoder, chunk, **options)
-        elif method == "beam":
-            hyps = [h[0] for h in beam_search(decoder, chunk, beam_size=beam_size,
-                                              length_penalty=length_penalty, **options)]
-        else:
-            raise ValueError(f"unknown decoding method {method!r} for evaluation; use greedy or beam")
-        captions.extend(vocab.to_text(h.tokens) for h in hyps)
-    decoder.train(was_training)
-    return captions

@@ -30,17 +30,19 @@ from ..data.batches import image_batches
 from ..data.cache import FeatureCache
 from ..data.datasets import read_dataset
 from ..data.vocab import Vocabulary
+from ..decoding import decode_texts
 from ..fileio import write_text_atomic
 from ..metrics import score_captions
 from ..models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
 from .batches import CachedPairs, ImagePairs, caption_pairs, collate, epoch_batches
 from .distributed import Distributed, setup, teardown
-from .loop import Progress, decode_features, train_one_epoch
+from .loop import Progress, train_one_epoch
 from .scst import CaptionSampler, CiderReward, scst_one_epoch
 
 # Keys that may change between a run and its --resume.
 RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping", "train.num_workers", "train.extract_batch_size",
-                     "train.device"}
+                     "train.device", "decode.method", "decode.beam_size", "decode.num_captions", "decode.temperature",
+                     "decode.top_k", "decode.guide", "decode.guide_threshold"}
 
 
 class TrainingError(UserError, ValueError):
@@ -325,7 +327,7 @@ def _save(state: dict, path: Path, progress: Progress, history: list, best: dict
     data = make_checkpoint(
         encoder_spec=model.encoder.spec.to_dict(), decoder_config=model.decoder.config.to_dict(),
         decoder_state=model.decoder.state_dict(), vocab=vocab.to_dict(),
-        encoder_state=model.encoder_state_to_save(), decoding=vars(cfg.decode).copy(), training=training,
+        encoder_state=model.encoder_state_to_save(), decoding=cfg.decode.to_dict(), training=training,
         train_state=train_state, half=cfg.train.half_checkpoint,
     )
     save_checkpoint(data, path)
@@ -360,8 +362,9 @@ def _val_features(model, features, val_idx, paths, cfg: Config, device) -> np.nd
 
 
 def _validate(model, vocab, val_features, ids, references, cfg: Config, device) -> dict:
-    captions = decode_features(model.decoder, vocab, val_features, cfg.train.val_method, cfg.train.val_beam_size,
-                               cfg.decode.length_penalty, cfg.decode.max_length, device=device)
+    settings = cfg.decode.with_options(method=cfg.train.val_method, beam_size=cfg.train.val_beam_size,
+                                       num_captions=1, guide="none")
+    captions = decode_texts(model.decoder, vocab, val_features, settings, device=device)
     metrics = ("BLEU", "CIDEr-D") if cfg.train.val_metric in ("CIDEr-D", "BLEU-4") else ("BLEU", "CIDEr-D", "METEOR", "ROUGE-L")
     report = score_captions(dict(zip(ids, captions)), references, metrics=metrics)
     if cfg.train.val_metric not in report.scores:
