@@ -73,16 +73,20 @@ def nearest_anchor(paths: list[list[str]], anchors: dict[str, str]) -> tuple[str
     """The anchor synset nearest the class and its distance, over all hypernym paths.
 
     ``paths`` are root-to-class lists of synset names (as WordNet's ``hypernym_paths``), so
-    the class is the last element of each, at distance 0. Ties go to the first path.
+    the class is the last element of each, at distance 0. Of anchors equally near, the one
+    deepest below its root (the more specific) wins, then the first name: nltk returns the
+    paths in no fixed order, and the result must not depend on it.
     """
-    best = None
+    found = []
     for path in paths:
         for distance, synset in enumerate(reversed(path)):
             if synset in anchors:
-                if best is None or distance < best[1]:
-                    best = (synset, distance)
+                found.append((distance, -(len(path) - 1 - distance), synset))
                 break
-    return best
+    if not found:
+        return None
+    distance, _, synset = min(found)
+    return synset, distance
 
 
 def parent_guess(paths: list[list[str]], anchors: dict[str, str], concept: str) -> str | None:
@@ -234,7 +238,7 @@ def wordnet_inputs(nltk_data: Path) -> tuple[list[str], list[list[list[str]]], s
     paths = []
     for wnid in wnids:
         synset = wordnet.synset_from_pos_and_offset("n", int(wnid[1:]))
-        paths.append([[s.name() for s in path] for path in synset.hypernym_paths()])
+        paths.append(sorted([s.name() for s in path] for path in synset.hypernym_paths()))
     return wnids, paths, (wordnet_dir / "LICENSE").read_text().strip()
 
 

@@ -114,7 +114,7 @@ def test_generic_decisions(names):
     ("cauliflower", "vegetable"), ("cabbage", "vegetable"), ("car", "vehicle"),
     ("truck", "vehicle"), ("bus", "vehicle"), ("canoe", "boat"), ("speedboat", "boat"),
     ("gondola", "boat"), ("polar bear", "bear"), ("taxi", "car"), ("fire truck", "truck"),
-    ("bird", "animal"), ("dog", "animal"), ("tiger", "big cat"),
+    ("bird", "animal"), ("dog", "animal"), ("tiger", "big cat"), ("peacock", "bird"),
 ])
 def test_parents(names, child, parent):
     assert names["concepts"][child]["parent"] == parent
@@ -202,6 +202,15 @@ def test_nearest_anchor():
     # Over several paths the nearest anchor wins, whichever path it is on.
     assert bn.nearest_anchor(TREE[5], ANCHORS) == ("chicken", 1)
     assert bn.nearest_anchor([["a", "b", "m", "x"], ["c", "x"]], {"b": "B", "c": "C"}) == ("c", 1)
+
+
+def test_nearest_anchor_ties_go_to_the_more_specific_anchor_in_any_path_order():
+    # As for WordNet's peacock: "animal" and "bird" are both three steps up, on different paths.
+    paths = [["entity", "organism", "animal", "game", "game_bird", "x"],
+             ["entity", "organism", "animal", "vertebrate", "bird", "galliform", "game_bird", "x"]]
+    anchors = {"animal": "animal", "bird": "bird"}
+    assert bn.nearest_anchor(paths, anchors) == ("bird", 3)
+    assert bn.nearest_anchor(paths[::-1], anchors) == ("bird", 3)
 
 
 def test_first_guess_skips_generic_anchors_and_falls_back_to_the_label():
