@@ -206,7 +206,7 @@ def open_package(name: str, spec: dict, cache: Path):
 def wordnet_hierarchy(nltk_data: str | None) -> WordNetHierarchy:
     import nltk
     if nltk_data:
-        nltk.data.path.insert(0, nltk_data)
+        nltk.data.path[:] = [nltk_data]  # only there, so that the version used is the one asked for
     from nltk.corpus import wordnet
     try:
         wordnet.ensure_loaded()
@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=PROJECT / "photo_data")
     parser.add_argument("--cache", type=Path, default=PROJECT / "cache" / "photo_packages",
                         help="where packages are downloaded and unpacked")
-    parser.add_argument("--nltk-data", help="folder holding nltk's WordNet 3.0 (corpora/wordnet)")
+    parser.add_argument("--nltk-data", help="folder holding nltk's WordNet 3.0 (corpora/wordnet); "
+                                            "default: nltk's usual folders")
     parser.add_argument("--skip-unavailable", action="store_true",
                         help="build without the packages that cannot be downloaded")
     args = parser.parse_args(argv)

@@ -6,6 +6,7 @@ import bz2
 import copy
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -107,3 +108,15 @@ def test_decode_flattens_transparency_on_white_and_reads_raw_arrays():
     raw = {"name": "r", "raw": {"compression": "bz2", "shape": [2, 3, 3]}}
     image = bps.decode(bz2.compress(pixels.tobytes()), raw)
     assert image.size == (3, 2) and np.array_equal(np.asarray(image), pixels)
+
+
+def test_missing_wordnet_is_one_line_saying_how_to_get_it(tmp_path):
+    result = subprocess.run([sys.executable, str(bps.PROJECT / "data_scripts" / "build_photo_set.py"),
+                             "--nltk-data", str(tmp_path / "empty"), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=bps.PROJECT,
+                            env={"PYTHONPATH": str(bps.PROJECT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert f"WordNet is not in {tmp_path / 'empty'}" in result.stderr
+    assert "install_wordnet.sh" in result.stderr
+    assert not (tmp_path / "out").exists()
