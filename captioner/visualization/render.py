@@ -26,10 +26,10 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from ..data.eightbit import round_to_levels
 from ..data.preprocess import preprocess
 from ..models.encoder import ImageEncoder
 from ..runtime import tune_allocator
-from .grid import quantize
 from .layers import LayerRecorder
 from .objectives import INPUT, Objective, l2, total_variation
 from .param import ImageParam, make_param
@@ -188,7 +188,7 @@ def _optimise(param: ImageParam, objective: Objective, recorder: LayerRecorder, 
 def evaluate(encoder: ImageEncoder, objective: Objective, images: torch.Tensor,
              through_preprocess: bool = False) -> torch.Tensor:
     """The objective of each image as saved (8-bit), without transforms."""
-    pixels = quantize(images)
+    pixels = round_to_levels(images)
     if through_preprocess:
         pixels = preprocess(pixels, encoder.preprocessing)
     with LayerRecorder(encoder, objective.layers) as recorder:
