@@ -10,7 +10,10 @@ Attacks work in [0, 1] pixel space on the user's full-size image (resize and cro
 part of the attacked function). The modules: :mod:`.base` (the loop every attack
 shares), :mod:`.fgsm` and :mod:`.iterative` (the attacks), :mod:`.methods` (attacks by
 name), :mod:`.victims` (classifiers as victims), :mod:`.captioner` (the captioner as a
-victim), :mod:`.report` (robustness over a set of images).
+victim), :mod:`.report` (robustness over a set of images, and the files an attack
+leaves), :mod:`.session` (attacks on image files, as ``captioner attack`` runs them)::
+
+    >>> attack_classifier("coffee.jpg", "out/", target="golden_retriever", eps=8/255, method="bim").lines
 """
 
 from .base import Attack, AttackResult
@@ -18,9 +21,10 @@ from .captioner import CaptionVictim
 from .fgsm import FGSM
 from .iterative import BIM, PGD
 from .methods import METHODS, make_attack
+from .session import ImageAttack, attack_caption, attack_classifier, robustness
 from .victims import ClassifierVictim, PixelClassifier
 
 __all__ = [
-    "Attack", "AttackResult", "BIM", "CaptionVictim", "ClassifierVictim", "FGSM", "METHODS", "PGD",
-    "PixelClassifier", "make_attack",
+    "Attack", "AttackResult", "BIM", "CaptionVictim", "ClassifierVictim", "FGSM", "ImageAttack", "METHODS", "PGD",
+    "PixelClassifier", "attack_caption", "attack_classifier", "make_attack", "robustness",
 ]

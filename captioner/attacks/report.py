@@ -167,6 +167,15 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_report_text(report: dict) -> str:
+    """The report as ``captioner attack report`` prints it: the table, notes, skipped images, files."""
+    lines = [format_table(report)]
+    lines += [f"note: {note}" for note in report["notes"]]
+    lines += [f"skipped {s['path']}: {s['error']}" for s in report["skipped"]]
+    lines += [f"wrote {path}" for path in report.get("files", {}).values()]
+    return "\n".join(lines)
+
+
 def format_markdown(report: dict) -> str:
     method = report["method"].upper() + ("" if report["steps"] is None else f", {report['steps']} steps")
     lines = [
