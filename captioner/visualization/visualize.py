@@ -143,7 +143,8 @@ def visualize_class(encoder: ImageEncoder, classes: str | int | Sequence[str | i
 def class_probabilities(encoder: ImageEncoder, images: torch.Tensor) -> torch.Tensor:
     """Softmax of the logits of 8-bit versions of ``images`` through the encoder's
     preprocessing: what classifying the saved PNG gives."""
-    return encoder.classify(preprocess(round_to_levels(images), encoder.preprocessing)).softmax(dim=-1)
+    pixels = round_to_levels(images).to(encoder.mean.device)
+    return encoder.classify(preprocess(pixels, encoder.preprocessing)).softmax(dim=-1)
 
 
 def visualize_deepdream(encoder: ImageEncoder, layer: str, image: Image.Image | torch.Tensor | None = None,
