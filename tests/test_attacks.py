@@ -7,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from captioner.attacks import (BIM, FGSM, PGD, AttackResult, ClassifierVictim, PixelClassifier, make_attack,
-                               quantize, rnn_backward_without_cudnn)
+from captioner.attacks import BIM, FGSM, PGD, AttackResult, ClassifierVictim, PixelClassifier, make_attack
 from captioner.data.images import load_image
 from captioner.data.preprocess import pil_to_tensor
 
@@ -182,14 +181,6 @@ def test_uint8_and_unbatched_inputs():
 
 
 # -- 8-bit output -------------------------------------------------------------------------------------------
-def test_quantize_rounds_within_the_ball():
-    images = torch.tensor([10, 100, 200, 255]).float().view(1, 1, 1, 4).expand(1, 3, 1, 4) / 255
-    adversarial = images + torch.tensor([1.4, -1.6, 0.4, -0.6]).view(1, 1, 1, 4) / 255
-    rounded = quantize(adversarial, images, eps=1.5 / 255) * 255
-    # nearest levels would be +1, -2, 0, -1; -2 is outside eps = 1.5 levels, so -1
-    assert torch.equal(rounded[0, 0, 0], torch.tensor([11.0, 99.0, 200.0, 254.0]))
-
-
 def test_saved_png_is_checked_and_until_saved_keeps_stepping():
     # z = w.x + b is class 0's logit (class 1's is 0). The float BIM result moves every pixel 1.2 levels against
     # sign(w), which is enough; rounded to 8 bits that is 1 level, which is not; 2 levels are.
@@ -264,36 +255,13 @@ def test_lite0_fgsm_2_255_changes_the_espresso_and_bim_reaches_a_chosen_label(li
 
 def test_unknown_label_names_the_closest_ones(lite0):
     victim = ClassifierVictim(PixelClassifier(lite0))
-    with pytest.raises(ValueError, match="unknown label 'gibbbon'; closest: gibbon"):
+    with pytest.raises(ValueError, match=r"unknown label 'gibbbon'; closest: gibbon \(368\)"):
         victim.label_index("gibbbon")
     assert victim.label_index("Tabby") == victim.label_index("281") == victim.label_index(281) == 281
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match=r"class index 1000 is outside 0\.\.999"):
         victim.label_index(1000)
     with pytest.raises(ValueError, match=r"several classes \(0, 1\)"):
         ClassifierVictim(SMALL_CNN, categories=["cat", "Cat", "dog", "emu"]).label_index("CAT")
-
-
-# -- cuDNN and RNN gradients ------------------------------------------------------------------------------------
-def test_rnn_layers_run_without_cudnn_and_the_flag_comes_back():
-    model = nn.ModuleDict({"conv": nn.Conv2d(3, 3, 1), "lstm": nn.LSTM(4, 5, batch_first=True)})
-    seen = {}
-
-    def record(name):
-        def hook(*_):
-            seen.setdefault(name, torch.backends.cudnn.enabled)
-        return hook
-
-    model["conv"].register_forward_pre_hook(record("conv"))
-    with rnn_backward_without_cudnn(model, active=True):
-        model["lstm"].register_forward_pre_hook(record("lstm"))  # runs after the context's own hook
-        model["lstm"](torch.rand(2, 3, 4))
-        model["conv"](torch.rand(1, 3, 2, 2))
-        assert torch.backends.cudnn.enabled
-        with pytest.raises(RuntimeError):
-            model["lstm"](torch.rand(2, 3, 7))  # wrong input size: the forward fails half-way
-    assert seen == {"lstm": False, "conv": True}
-    assert torch.backends.cudnn.enabled
-    assert len(model["lstm"]._forward_pre_hooks) == 1 and not model["lstm"]._forward_hooks  # only the test's hook
 
 
 # -- the captioner ------------------------------------------------------------------------------------------------

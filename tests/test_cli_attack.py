@@ -54,6 +54,15 @@ def test_classify_targeted_json(odd_image, tmp_path, capsys):
     assert record["after"][0]["label"] == "gibbon" and record["saved_fooled"]
 
 
+def test_classify_target_takes_the_names_visualize_takes(odd_image, tmp_path, capsys, lite0):
+    # the same resolver as `visualize class --class golden_retriever`: underscores for spaces
+    code = main(["attack", "classify", str(odd_image), "--eps", "1/255", "--target", "golden_retriever",
+                 "--out", str(tmp_path), "--json"])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["targeted"] and record["target"] == lite0.categories[207] == "golden retriever"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--eps", "2/0"], "--eps '2/0': division by zero"),
     (["--eps", "abc"], "--eps 'abc' is not a number or a fraction such as 2/255"),

@@ -7,30 +7,24 @@
     >>> BIM(model, eps=8/255, steps=10).run(pixels, target="gibbon")
 
 Attacks work in [0, 1] pixel space on the user's full-size image (resize and crop are
-part of the attacked function); see :mod:`captioner.attacks.base`. Captioners are
-attacked through :class:`CaptionVictim`; :mod:`captioner.attacks.report` measures
-robustness over a set of images.
+part of the attacked function). The modules: :mod:`.base` (the loop every attack
+shares), :mod:`.fgsm` and :mod:`.iterative` (the attacks), :mod:`.methods` (attacks by
+name), :mod:`.victims` (classifiers as victims), :mod:`.captioner` (the captioner as a
+victim), :mod:`.report` (robustness over a set of images, and the files an attack
+leaves), :mod:`.session` (attacks on image files, as ``captioner attack`` runs them)::
+
+    >>> attack_classifier("coffee.jpg", "out/", target="golden_retriever", eps=8/255, method="bim").lines
 """
 
-from .base import (Attack, AttackResult, ClassifierVictim, PixelClassifier, quantize, rnn_backward_without_cudnn,
-                   to_uint8)
+from .base import Attack, AttackResult
 from .captioner import CaptionVictim
 from .fgsm import FGSM
 from .iterative import BIM, PGD
-
-METHODS = {"fgsm": FGSM, "bim": BIM, "pgd": PGD}
-
-
-def make_attack(method: str, model, eps: float, steps: int = 10, alpha: float | None = None, **options) -> Attack:
-    """An attack by name: ``fgsm`` (one step; ``steps`` and ``alpha`` unused), ``bim`` or ``pgd``."""
-    if method not in METHODS:
-        raise ValueError(f"unknown attack method {method!r}; choose one of {', '.join(METHODS)}")
-    if method == "fgsm":
-        return FGSM(model, eps, **options)
-    return METHODS[method](model, eps, alpha=alpha, steps=steps, **options)
-
+from .methods import METHODS, make_attack
+from .session import ImageAttack, attack_caption, attack_classifier, robustness
+from .victims import ClassifierVictim, PixelClassifier
 
 __all__ = [
-    "Attack", "AttackResult", "BIM", "CaptionVictim", "ClassifierVictim", "FGSM", "METHODS", "PGD",
-    "PixelClassifier", "make_attack", "quantize", "rnn_backward_without_cudnn", "to_uint8",
+    "Attack", "AttackResult", "BIM", "CaptionVictim", "ClassifierVictim", "FGSM", "ImageAttack", "METHODS", "PGD",
+    "PixelClassifier", "attack_caption", "attack_classifier", "make_attack", "robustness",
 ]

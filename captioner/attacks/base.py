@@ -1,4 +1,4 @@
-"""The attack base class, and the classifier an attack sees.
+"""The attack base class: the loop every attack shares.
 
 As in torchattacks, :class:`Attack` does once the parts every attack needs and easily
 gets wrong, and an attack writes only :meth:`Attack.perturb`:
@@ -9,175 +9,29 @@ gets wrong, and an attack writes only :meth:`Attack.perturb`:
 * device and modes: inputs go to the model's device; the model runs in eval mode (no
   dropout, fixed BatchNorm statistics) and every submodule gets its own mode back;
   gradients are on even inside ``torch.no_grad()``; RNNs run without cuDNN on CUDA
-  (:func:`rnn_backward_without_cudnn`);
+  (:func:`captioner.models.recurrent.rnn_backward_without_cudnn`);
 * targeting: untargeted attacks raise the loss of ``labels``, which default to the
   model's own predictions (no label leaking); targeted attacks lower the loss of
   ``target``;
 * saving: :meth:`Attack.run` also rounds the result to 8 bits, as a PNG stores it
-  (:func:`quantize`), reports whether that still fools the model, and with
-  ``until_saved=True`` keeps stepping on the 8-bit image until it does.
+  (:func:`captioner.data.eightbit.round_within_eps`), reports whether that still
+  fools the model, and with ``until_saved=True`` keeps stepping on the 8-bit image
+  until it does.
 
-What is attacked is a *victim*: an object with ``module`` (the ``nn.Module``),
-``loss(pixels, labels)`` (one value per image), ``predict(pixels)``,
-``matches(predictions, labels)``, ``labels_from(value, batch)`` and ``describe(labels)``.
-:class:`ClassifierVictim` is the one for image classifiers (any ``nn.Module`` passed to
-an attack is wrapped in it); :class:`captioner.attacks.captioner.CaptionVictim` attacks
-a captioning model.
+What is attacked is a *victim* (see :mod:`captioner.attacks.victims`); an ``nn.Module``
+is wrapped as a classifier.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ..data.preprocess import preprocess
-
-LEVELS = 255  # an 8-bit image has 256 levels per channel: 0 .. 255
-
-
-class PixelClassifier(nn.Module):
-    """An encoder's ImageNet classifier on the user's full-size pixels: ``x -> preprocess -> classify``.
-
-    The resize and centre crop of :func:`captioner.data.preprocess.preprocess` are part of
-    the attacked (differentiable) function, so the perturbation lives in the input's own
-    pixels and an adversarial image keeps the input's size.
-    """
-
-    def __init__(self, encoder):
-        super().__init__()
-        self.encoder = encoder
-        self.categories = encoder.categories
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.encoder.classify(preprocess(pixels, self.encoder.preprocessing))
-
-
-class ClassifierVictim:
-    """A classifier (pixels in [0, 1] -> logits) as an attack victim: labels are class indices."""
-
-    kind = "classifier"
-
-    def __init__(self, model: nn.Module, categories: Sequence[str] | None = None):
-        self.module = model
-        self.categories = list(categories) if categories is not None else getattr(model, "categories", None)
-
-    def loss(self, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.module(pixels), labels, reduction="none")
-
-    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.module(pixels).softmax(dim=1)
-
-    def predict(self, pixels: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.module(pixels).argmax(dim=1)
-
-    def matches(self, predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return predictions == labels
-
-    def describe(self, labels: torch.Tensor) -> list[str]:
-        if self.categories is None:
-            return [str(int(i)) for i in labels]
-        return [self.categories[int(i)] for i in labels]
-
-    def label_index(self, label: int | str) -> int:
-        """A class index from an index or a category name (case-insensitive)."""
-        if isinstance(label, str) and label.strip().lstrip("-").isdigit():
-            label = int(label)
-        if isinstance(label, int):
-            count = len(self.categories) if self.categories is not None else None
-            if label < 0 or (count is not None and label >= count):
-                raise ValueError(f"label index {label} is out of range (the model has {count} classes)")
-            return label
-        if self.categories is None:
-            raise ValueError(f"label {label!r}: this model has no class names; give a class index")
-        found = [i for i, name in enumerate(self.categories) if name.lower() == label.strip().lower()]
-        if len(found) == 1:
-            return found[0]
-        if found:
-            raise ValueError(f"label {label!r} names several classes ({', '.join(map(str, found))}); "
-                             "give the class index instead")
-        close = difflib.get_close_matches(label, self.categories, n=5, cutoff=0.5)
-        hint = f"; closest: {', '.join(close)}" if close else "; give a class name or an index"
-        raise ValueError(f"unknown label {label!r}{hint}")
-
-    def labels_from(self, value, batch: int) -> torch.Tensor:
-        """Labels for a batch from an index, a name, a list of either, or a tensor (one value broadcasts)."""
-        if isinstance(value, torch.Tensor):
-            labels = value.reshape(-1).long()
-        elif isinstance(value, (int, str)):
-            labels = torch.tensor([self.label_index(value)])
-        else:
-            labels = torch.tensor([self.label_index(v) for v in value])
-        return broadcast_labels(labels, batch)
-
-
-def broadcast_labels(labels: torch.Tensor, batch: int) -> torch.Tensor:
-    """One label for every image of the batch, or one label per image."""
-    if len(labels) == 1:
-        return labels.expand(batch, *labels.shape[1:]).clone()
-    if len(labels) != batch:
-        raise ValueError(f"got {len(labels)} labels for {batch} images")
-    return labels
-
-
-def as_victim(model):
-    """An ``nn.Module`` becomes a :class:`ClassifierVictim`; a victim stays itself."""
-    return ClassifierVictim(model) if isinstance(model, nn.Module) else model
-
-
-@contextlib.contextmanager
-def rnn_backward_without_cudnn(module: nn.Module, active: bool = True):
-    """Run the RNN layers inside ``module`` without cuDNN while the context is open.
-
-    cuDNN refuses the backward pass of an RNN run in eval mode ("cudnn RNN backward can
-    only be called in training mode"), and an attack needs both eval mode (no dropout)
-    and gradients. Switching the RNN to training mode would turn its dropout on, so
-    instead each RNN's forward runs with cuDNN disabled (PyTorch's own kernels, whose
-    backward works in eval mode). Only the RNN layers lose cuDNN: the CNN keeps it.
-    The flag is restored on exit, also after an error.
-    """
-    rnns = [m for m in module.modules() if isinstance(m, nn.RNNBase)]
-    if not active or not rnns:
-        yield
-        return
-    previous = torch.backends.cudnn.enabled
-
-    def off(*_):
-        torch.backends.cudnn.enabled = False
-
-    def back(*_):
-        torch.backends.cudnn.enabled = previous
-
-    handles = [h for m in rnns for h in (m.register_forward_pre_hook(off), m.register_forward_hook(back))]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        torch.backends.cudnn.enabled = previous
-
-
-def quantize(adversarial: torch.Tensor, images: torch.Tensor, eps: float) -> torch.Tensor:
-    """Round to 8-bit levels, as a PNG stores the image, without leaving the eps-ball.
-
-    Each pixel is rounded to the nearest level that lies within ``eps`` of ``images``
-    (for 8-bit inputs the saved image therefore differs from the input by at most
-    ``eps``; for other inputs, when no level is that close, by at most 1/255).
-    """
-    low = torch.ceil((images - eps) * LEVELS - 1e-3).clamp(min=0)
-    high = torch.floor((images + eps) * LEVELS + 1e-3).clamp(max=LEVELS)
-    return torch.clamp((adversarial * LEVELS).round(), low, high) / LEVELS
-
-
-def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
-    return (pixels * LEVELS).round().clamp(0, LEVELS).to(torch.uint8)
+from ..data.eightbit import LEVELS, round_within_eps
+from ..models.recurrent import rnn_backward_without_cudnn
+from .victims import as_victim
 
 
 @dataclass
@@ -185,8 +39,9 @@ class AttackResult:
     """What :meth:`Attack.run` found, per image of the batch (all tensors on the CPU).
 
     ``labels`` are what was attacked: the clean labels (untargeted) or the targets.
-    ``saved`` is ``adversarial`` rounded to 8 bits (:func:`quantize`), i.e. what a PNG
-    holds; the ``saved_*`` fields describe it. ``fooled`` means "no longer the label"
+    ``saved`` is ``adversarial`` rounded to 8 bits within the eps-ball
+    (:func:`captioner.data.eightbit.round_within_eps`), i.e. what a PNG holds; the
+    ``saved_*`` fields describe it. ``fooled`` means "no longer the label"
     (untargeted) or "now the target" (targeted).
     """
 
@@ -215,7 +70,7 @@ class Attack:
     """Base of the L-inf attacks. Subclasses implement :meth:`perturb`.
 
     ``model`` is an ``nn.Module`` mapping pixels in [0, 1] to logits, or a victim (see
-    the module docstring). Calling an attack returns the adversarial images like a
+    :mod:`captioner.attacks.victims`). Calling an attack returns the adversarial images like a
     torchattacks attack; :meth:`run` returns an :class:`AttackResult`.
     """
 
@@ -285,7 +140,7 @@ class Attack:
             labels, targeted = self._labels(pixels, labels, target)
             clean = labels if given is None and not targeted else victim.predict(pixels)
             adversarial = self.perturb(pixels, labels, targeted).detach()
-            saved, extra = quantize(adversarial, pixels, self.eps), 0
+            saved, extra = round_within_eps(adversarial, pixels, self.eps), 0
             if self.until_saved:
                 saved, extra = self._step_until_saved_fools(pixels, saved, labels, targeted)
             predictions, saved_predictions = victim.predict(adversarial), victim.predict(saved)
@@ -358,7 +213,7 @@ class Attack:
         fooled = self._fooled(self.victim.predict(saved), labels, targeted)
         while steps < self.max_extra_steps and not bool(fooled.all()):
             grad = self.gradient(saved, labels, targeted)
-            moved = quantize(self.project(saved + self.step_size * grad.sign(), images), images, self.eps)
+            moved = round_within_eps(self.project(saved + self.step_size * grad.sign(), images), images, self.eps)
             moved = torch.where(fooled.view(-1, 1, 1, 1), saved, moved)
             if torch.equal(moved, saved):
                 break

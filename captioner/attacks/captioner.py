@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..data.preprocess import preprocess
 from ..data.vocab import tokenize
 from ..errors import ArgumentError
-from .base import broadcast_labels
+from .victims import broadcast_labels
 
 
 class CaptionVictim:

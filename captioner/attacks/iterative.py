@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import LEVELS, Attack
+from ..data.eightbit import LEVELS
+from .base import Attack
 
 
 class BIM(Attack):

@@ -22,15 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
+from ..data.eightbit import LEVELS, save_png
 from ..data.images import ImageLoadError, load_image
 from ..data.preprocess import pil_to_tensor
 from ..fileio import atomic_write, write_json_atomic, write_text_atomic
 from ..metrics import score_captions
-from . import make_attack
-from .base import LEVELS, AttackResult, to_uint8
+from .base import AttackResult
+from .methods import make_attack
 
 
 def format_eps(eps: float) -> str:
@@ -167,6 +167,15 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_report_text(report: dict) -> str:
+    """The report as ``captioner attack report`` prints it: the table, notes, skipped images, files."""
+    lines = [format_table(report)]
+    lines += [f"note: {note}" for note in report["notes"]]
+    lines += [f"skipped {s['path']}: {s['error']}" for s in report["skipped"]]
+    lines += [f"wrote {path}" for path in report.get("files", {}).values()]
+    return "\n".join(lines)
+
+
 def format_markdown(report: dict) -> str:
     method = report["method"].upper() + ("" if report["steps"] is None else f", {report['steps']} steps")
     lines = [
@@ -221,12 +230,6 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, str]:
 
 
 # -- the files of one attacked image ---------------------------------------------------------
-def save_png(pixels: torch.Tensor, path: str | Path) -> None:
-    """A (3, H, W) image in [0, 1] as an 8-bit PNG, written atomically."""
-    array = to_uint8(pixels).permute(1, 2, 0).numpy()
-    atomic_write(path, lambda handle: Image.fromarray(array).save(handle, format="PNG"), binary=True)
-
-
 def amplified_perturbation(result: AttackResult, index: int, eps: float) -> torch.Tensor:
     """The saved perturbation scaled for viewing: -eps -> black, 0 -> grey, +eps -> white."""
     delta = result.saved[index] - result.images[index]

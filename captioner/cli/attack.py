@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-import torch
-
-from ..data.images import ImageLoadError, find_images, load_image
-from ..data.preprocess import pil_to_tensor
-from ..fileio import write_json_atomic
 
 DEFAULT_REPORT_EPS = "0,1/255,2/255,4/255,8/255"
 
@@ -108,236 +101,48 @@ def add_parser(subparsers) -> None:
     r.set_defaults(run=run_report)
 
 
-# -- shared pieces ------------------------------------------------------------------------------
-def _read(path: str) -> torch.Tensor:
-    try:
-        return pil_to_tensor(load_image(path))
-    except ImageLoadError as error:
-        raise ValueError(str(error)) from None
-
-
-def _method(args, victim, targeted: bool) -> str:
-    return args.method or ("bim" if targeted and victim.kind == "captioner" else "fgsm")
-
-
-def _alpha(args) -> float | None:
+# -- the subcommands: options in, the Python API of captioner.attacks.session, its record out ------------
+def _attack_options(args) -> dict:
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    return None if args.alpha is None else parse_eps(args.alpha, "--alpha")
+    return dict(method=args.method, steps=args.steps, seed=args.seed, device=args.device,
+                alpha=None if args.alpha is None else parse_eps(args.alpha, "--alpha"))
 
 
-def _attack(args, victim, eps: float, targeted: bool):
-    from ..attacks import make_attack
-
-    method = _method(args, victim, targeted)
-    options = {"until_saved": args.until_saved, "max_extra_steps": args.max_extra_steps}
-    if method == "pgd":
-        device = next(victim.module.parameters()).device
-        options["generator"] = torch.Generator(device=device).manual_seed(args.seed)
-    return make_attack(method, victim, eps, args.steps, _alpha(args), **options)
-
-
-def _classifier(name: str, device):
-    from ..api import resolve_device
-    from ..attacks import ClassifierVictim, PixelClassifier
-    from ..models import EncoderSpec, build_encoder
-
-    return ClassifierVictim(PixelClassifier(build_encoder(EncoderSpec(name))).to(resolve_device(device)))
-
-
-def _caption_victim(args):
-    from ..api import Captioner
-    from ..attacks import CaptionVictim
-
-    return CaptionVictim(Captioner.from_checkpoint(args.checkpoint, device=args.device), method=args.decode)
-
-
-def _describe_attack(attack, result, eps: float) -> dict:
-    return {
-        "method": attack.name, "eps": eps, "eps_text": _eps_text(eps),
-        "steps": getattr(attack, "steps", None), "alpha": getattr(attack, "alpha", None),
-        "targeted": result.targeted, "fooled": bool(result.fooled[0]), "saved_fooled": bool(result.saved_fooled[0]),
-        "extra_steps": result.extra_steps, "linf_255": round(float(result.linf()[0]) * 255, 4),
-        "l2": round(float(result.l2()[0]), 4),
-    }
-
-
-def _eps_text(eps: float) -> str:
-    from ..attacks.report import format_eps
-
-    return format_eps(eps)
-
-
-def _finish(args, record: dict, lines: list[str]) -> int:
-    write_json_atomic(Path(args.out) / f"{Path(args.image).stem}_attack.json", record, indent=2)
-    if args.json:
-        print(json.dumps(record, ensure_ascii=False))
-    else:
-        print("\n".join(lines + [f"wrote {path}" for path in record["files"].values()]))
+def _print(args, attacked) -> int:
+    print(json.dumps(attacked.record, ensure_ascii=False) if args.json else "\n".join(attacked.lines))
     return 0
 
 
-def _below_one_level(eps: float) -> list[str]:
-    if 0 < eps < 1 / 255:
-        return ["note: eps is below one 8-bit level (1/255): an 8-bit PNG cannot hold the perturbation of an "
-                "8-bit image, so the saved file equals the input"]
-    return []
-
-
-def _outcome(result, what: str = "label") -> str:
-    if result.targeted:
-        return "reached the target" if result.saved_fooled[0] else "did not reach the target"
-    return f"{what} changed" if result.saved_fooled[0] else f"{what} unchanged"
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"
-
-
-# -- the subcommands --------------------------------------------------------------------------------
 def run_classify(args) -> int:
-    from ..attacks.report import save_attack_files
+    from ..attacks.session import attack_classifier
 
     eps = parse_eps(args.eps, "--eps")
-    pixels = _read(args.image)
-    victim = _classifier(args.model, args.device)
-    target = None if args.target is None else victim.label_index(args.target)
-    attack = _attack(args, victim, eps, targeted=target is not None)
-    result = attack.run(pixels, target=target)
-    before, after = (_top(victim, x.to(attack.device)) for x in (result.images, result.saved))
-    record = {"image": args.image, "model": args.model, **_describe_attack(attack, result, eps),
-              "target": None if target is None else victim.describe([target])[0],
-              "before": before, "after": after}
-    goal = f"target {record['target']}" if target is not None else "untargeted"
-    summary = f"{attack.name.upper()}, {goal}, eps {_eps_text(eps)}: {_outcome(result)} (saved PNG)"
-    record["files"] = save_attack_files(
-        result, 0, eps, args.out, Path(args.image).stem,
-        [f"before\n{_column(before)}", f"perturbation (amplified), L-inf {record['linf_255']:.0f}/255",
-         f"after (saved PNG)\n{_column(after)}"], [summary])
-    lines = [
-        f"{args.image}: {summary}",
-        f"before: {_inline(before)}",
-        f"after:  {_inline(after)}",
-        f"fools the model: {_yes(record['fooled'])} (float image), {_yes(record['saved_fooled'])} (saved 8-bit PNG"
-        + (f", {result.extra_steps} extra steps)" if result.extra_steps else ")"),
-        f"perturbation: L-inf {record['linf_255']:g}/255, L2 {record['l2']:g}",
-    ]
-    return _finish(args, record, lines + _below_one_level(eps))
-
-
-def _inline(rows: list[dict]) -> str:
-    return ", ".join(f"{r['label']} {100 * r['probability']:.1f}%" for r in rows)
-
-
-def _column(rows: list[dict]) -> str:
-    return "\n".join(f"{100 * r['probability']:5.1f}%  {r['label']}" for r in rows)
-
-
-def _top(victim, pixels: torch.Tensor, k: int = 5) -> list[dict]:
-    probabilities = victim.probabilities(pixels)[0]
-    values, indices = probabilities.topk(min(k, len(probabilities)))
-    return [{"label": name, "index": int(i), "probability": round(float(v), 4)}
-            for name, i, v in zip(victim.describe(indices), indices, values)]
+    return _print(args, attack_classifier(
+        args.image, args.out, model=args.model, target=args.target, eps=eps, until_saved=args.until_saved,
+        max_extra_steps=args.max_extra_steps, **_attack_options(args)))
 
 
 def run_caption(args) -> int:
-    from ..attacks.report import save_attack_files
+    from ..attacks.session import attack_caption
 
     eps = parse_eps(args.eps, "--eps")
-    pixels = _read(args.image)
-    victim = _caption_victim(args)
-    targeted = args.target_caption is not None
-    if targeted:
-        victim.labels_from(args.target_caption, 1)  # unknown words: fail before the attack runs
-    attack = _attack(args, victim, eps, targeted)
-    result = attack.run(pixels, target=args.target_caption)
-    (before,), (after,), (after_float,) = (victim.describe(t) for t in
-                                           (result.clean_predictions, result.saved_predictions, result.predictions))
-    record = {"image": args.image, "checkpoint": args.checkpoint or "default", **_describe_attack(attack, result, eps),
-              "target_caption": victim.describe(result.labels)[0] if targeted else None,
-              "before": before, "after": after, "after_float": after_float, "changed": after != before}
-    goal = f"target \"{record['target_caption']}\"" if targeted else "untargeted"
-    summary = f"{attack.name.upper()}, {goal}, eps {_eps_text(eps)}: {_outcome(result, 'caption')} (saved PNG)"
-    record["files"] = save_attack_files(
-        result, 0, eps, args.out, Path(args.image).stem,
-        [f"before: {before}", f"perturbation, L-inf {record['linf_255']:.0f}/255", f"after: {after}"], [summary])
-    lines = [f"{args.image}: {summary}", f"before: {before}", f"after:  {after}"]
-    if after_float != after:
-        lines.append(f"(float image before saving: {after_float})")
-    lines.append(f"perturbation: L-inf {record['linf_255']:g}/255, L2 {record['l2']:g}")
-    return _finish(args, record, lines + _below_one_level(eps))
-
-
-def _read_labels(path: str, roots: list[str], images: list[str], victim) -> list[int]:
-    """Labels from lines ``image,label`` (or tab-separated); images match by relative path or file name."""
-    wanted: dict[str, int] = {}
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise ValueError(f"--labels {path}: {error.strerror or error}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.startswith("#") or line.strip().lower() in ("image,label", "image\tlabel"):
-            continue
-        name, sep, label = line.partition("\t") if "\t" in line else line.partition(",")
-        if not sep:
-            raise ValueError(f"{path}:{number}: expected 'image,label', got {line!r}")
-        try:
-            wanted[name.strip()] = victim.label_index(label.strip())
-        except ValueError as error:
-            raise ValueError(f"{path}:{number}: {error}") from None
-    labels, missing = [], []
-    for image in images:
-        keys = [str(Path(image).relative_to(root)) for root in roots if Path(image).is_relative_to(root)]
-        found = next((wanted[k] for k in [*keys, Path(image).name] if k in wanted), None)
-        missing += [image] if found is None else []
-        labels.append(found)
-    if missing:
-        raise ValueError(f"--labels {path} has no label for {len(missing)} image(s), e.g. {', '.join(missing[:3])}")
-    return labels
+    return _print(args, attack_caption(
+        args.image, args.out, checkpoint=args.checkpoint, target_caption=args.target_caption, decode=args.decode,
+        eps=eps, until_saved=args.until_saved, max_extra_steps=args.max_extra_steps, **_attack_options(args)))
 
 
 def run_report(args) -> int:
-    from ..attacks.report import format_table, robustness_report, write_report
+    from ..attacks.report import format_report_text
+    from ..attacks.session import robustness
 
     eps_values = parse_eps_list(args.eps)
     for option, value in (("--batch-size", args.batch_size), ("--limit", 1 if args.limit is None else args.limit)):
         if value < 1:
             raise ValueError(f"{option} must be at least 1, got {value}")
-    references = None
-    if args.config:
-        from ..config import load_config
-        from ..data.datasets import read_dataset
-
-        records = read_dataset(load_config(args.config, args.overrides).data).split(args.split)
-        if not records:
-            raise ValueError(f"{args.config}: the {args.split!r} split has no images")
-        records = records[:args.limit] if args.limit else records
-        paths, references = [r.image_path for r in records], [r.raw for r in records]
-    else:
-        paths = find_images([args.images])
-        if not paths:
-            raise FileNotFoundError(f"no image files found in {args.images}")
-        paths = paths[:args.limit] if args.limit else paths
-    victim = _classifier(args.model, args.device) if args.model else _caption_victim(args)
-    labels = None
-    if args.labels:
-        if victim.kind != "classifier" or not args.images:
-            raise ValueError("--labels goes with --model and --images (captioners get references from --config)")
-        labels = _read_labels(args.labels, [args.images], paths, victim)
-    if victim.kind == "classifier":
-        references = None  # a dataset's captions are no class labels: report agreement
-    report = robustness_report(
-        victim, paths, eps_values, method=_method(args, victim, False), steps=args.steps, alpha=_alpha(args),
-        labels=labels, references=references, batch_size=args.batch_size, seed=args.seed,
-        name=args.model or args.checkpoint or "default checkpoint", show=not args.quiet)
-    report["files"] = write_report(report, args.out)
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False))
-    else:
-        print(format_table(report))
-        for note in report["notes"]:
-            print(f"note: {note}")
-        for skipped in report["skipped"]:
-            print(f"skipped {skipped['path']}: {skipped['error']}")
-        print("\n".join(f"wrote {path}" for path in report["files"].values()))
+    report = robustness(
+        args.out, eps_values, model=args.model, checkpoint=args.checkpoint, images=args.images, config=args.config,
+        labels=args.labels, split=args.split, overrides=args.overrides, limit=args.limit,
+        batch_size=args.batch_size, decode=args.decode, show=not args.quiet, **_attack_options(args))
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_report_text(report))
     return 0

@@ -32,6 +32,7 @@ def add_parser(subparsers) -> None:
                        help=f"encoder backbone (default: {DEFAULT_BACKBONE}, offline); torchvision names need internet")
     group.add_argument("--checkpoint", help="use the encoder inside this captioner checkpoint")
     model.add_argument("--untrained", action="store_true", help="random weights instead of ImageNet weights")
+    model.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
     render = argparse.ArgumentParser(add_help=False)
     render.add_argument("--out", required=True, help="output PNG (a JSON file with the values goes beside it)")
@@ -96,11 +97,13 @@ def parse_channels(text: str) -> list[int]:
 
 
 def load_encoder(args) -> ImageEncoder:
-    if args.checkpoint:
-        from ..api import Captioner
+    """The encoder to visualise, on ``--device``: rendering runs where the encoder is."""
+    from ..api import Captioner, resolve_device
 
-        return Captioner.from_checkpoint(args.checkpoint, device="cpu").model.encoder
-    return build_encoder(EncoderSpec(args.model, weights=None if args.untrained else "DEFAULT"))
+    device = resolve_device(args.device)
+    if args.checkpoint:
+        return Captioner.from_checkpoint(args.checkpoint, device=device).model.encoder
+    return build_encoder(EncoderSpec(args.model, weights=None if args.untrained else "DEFAULT")).to(device)
 
 
 def _settings_options(args) -> dict:

@@ -1,34 +1,21 @@
-"""Turning rendered images into PNG files: 8-bit images, labelled grids, first-layer kernels."""
+"""Turning rendered images into pictures: labelled grids and first-layer kernels.
+
+The 8-bit conversions and PNG writing are :mod:`captioner.data.eightbit`'s."""
 
 from __future__ import annotations
 
-import io
 import math
-import os
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from ..fileio import atomic_write
+from ..data.eightbit import to_pil
 from ..models.encoder import ImageEncoder
 
 BACKGROUND = (255, 255, 255)
 LABEL_COLOUR = (0, 0, 0)
-
-
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """Pixels in [0, 1] rounded to the 256 levels a PNG stores, so measurements on the
-    result match what is read back from the file."""
-    return images.detach().clamp(0, 1).mul(255).round().div(255)
-
-
-def to_pil(image: torch.Tensor) -> Image.Image:
-    """One (3, H, W) image in [0, 1] as an 8-bit RGB PIL image."""
-    array = image.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
 
 
 def labelled_grid(images: torch.Tensor, labels: Sequence[str] | None = None, columns: int | None = None,
@@ -88,10 +75,3 @@ def kernel_images(weight: torch.Tensor) -> torch.Tensor:
     weight = weight.detach().float()
     peak = weight.abs().flatten(1).amax(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
     return 0.5 + 0.5 * weight / peak
-
-
-def save_png(image: Image.Image, path: str | os.PathLike) -> None:
-    """Write a PNG atomically (temporary file + rename); same image, same bytes."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    atomic_write(path, lambda handle: handle.write(buffer.getvalue()), binary=True)

@@ -1,4 +1,4 @@
-"""Naming the parts of a network: its layers (for filters) and its output classes.
+"""Naming the parts of a network: its layers (for filters).
 
 A layer is addressed by its module path inside the :class:`ImageEncoder` (``body.3.1``,
 ``head``) or by a friendly name: the module's name in the torchvision model it came from
@@ -10,7 +10,6 @@ Any module path works; :func:`list_layers` lists the ones worth looking at.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -205,41 +204,3 @@ def check_channels(encoder: ImageEncoder, layer: str, channels: list[int]) -> No
     bad = [c for c in channels if not 0 <= c < count]
     if bad:
         raise ValueError(f"layer {layer} has {count} channels (0..{count - 1}); channel {bad[0]} is outside it")
-
-
-def _normal(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
-
-
-def resolve_class(categories: list[str] | None, label: str | int) -> int:
-    """The index of an ImageNet class given by index or name.
-
-    Names match forgivingly: case, spaces, punctuation, hyphens and underscores are
-    ignored, a trailing plural "s" is optional, and a name that is one of the words of exactly one
-    class ("retriever" -> "golden retriever" is ambiguous, "starfish" is not) matches it.
-    Unknown and ambiguous names raise a ValueError listing the closest classes.
-    """
-    if categories is None:
-        raise ValueError("this encoder has no class names (no classification head)")
-    text = str(label).strip()
-    if text.isdigit():
-        index = int(text)
-        if not 0 <= index < len(categories):
-            raise ValueError(f"class index {index} is outside 0..{len(categories) - 1}")
-        return index
-    wanted = _normal(text)
-    normal = [_normal(c) for c in categories]
-    compact = [name.replace(" ", "") for name in normal]  # "jelly fish" is "jellyfish"
-    for form in (wanted, wanted.removesuffix("s"), wanted + "s"):
-        if form.replace(" ", "") in compact:
-            return compact.index(form.replace(" ", ""))
-    containing = [i for i, name in enumerate(normal) if re.search(rf"\b{re.escape(wanted)}s?\b", name)]
-    if len(containing) == 1:
-        return containing[0]
-    if containing:
-        options = ", ".join(f"{categories[i]} ({i})" for i in containing[:10])
-        raise ValueError(f"class name {label!r} is ambiguous: {options}; give the full name or the index")
-    close = difflib.get_close_matches(wanted, normal, n=5, cutoff=0.6)
-    hint = ", ".join(f"{categories[normal.index(c)]} ({normal.index(c)})" for c in close)
-    raise ValueError(f"unknown ImageNet class {label!r}" + (f"; closest: {hint}" if hint else "")
-                     + "; give a class name or an index 0..999")

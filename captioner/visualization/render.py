@@ -26,10 +26,10 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from ..data.eightbit import round_to_levels
 from ..data.preprocess import preprocess
 from ..models.encoder import ImageEncoder
 from ..runtime import tune_allocator
-from .grid import quantize
 from .layers import LayerRecorder
 from .objectives import INPUT, Objective, l2, total_variation
 from .param import ImageParam, make_param
@@ -83,7 +83,7 @@ class RenderSettings:
 
 @dataclass
 class RenderResult:
-    images: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1], on the encoder's device
     values: list[float]  # the objective of each image, evaluated once more without transforms
 
 
@@ -108,6 +108,10 @@ def render(encoder: ImageEncoder, objective: Objective, batch: int = 1, settings
     ``seeds`` gives each image its initial noise (default: ``settings.seed + i``);
     ``init`` (B, 3, H, W in [0, 1]) starts from given pixels instead, e.g. a photo for
     DeepDream; ``transforms`` replaces the standard robustness transforms.
+
+    The loop runs on the encoder's device and the images come back there. The random
+    draws (initial noise, transform parameters) come from CPU generators, so a seed
+    gives the same start on every device.
     """
     settings = settings or RenderSettings()
     size = settings.size or encoder.preprocessing.crop_size
@@ -187,8 +191,8 @@ def _optimise(param: ImageParam, objective: Objective, recorder: LayerRecorder, 
 @torch.no_grad()
 def evaluate(encoder: ImageEncoder, objective: Objective, images: torch.Tensor,
              through_preprocess: bool = False) -> torch.Tensor:
-    """The objective of each image as saved (8-bit), without transforms."""
-    pixels = quantize(images)
+    """The objective of each image as saved (8-bit), without transforms, on the encoder's device."""
+    pixels = round_to_levels(images).to(encoder.mean.device)
     if through_preprocess:
         pixels = preprocess(pixels, encoder.preprocessing)
     with LayerRecorder(encoder, objective.layers) as recorder:
