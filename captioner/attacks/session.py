@@ -42,18 +42,19 @@ class ImageAttack:
 # -- victims and attacks --------------------------------------------------------------------
 def classifier_victim(model: str = "efficientnet_lite0", device: str | torch.device | None = None) -> ClassifierVictim:
     """The ImageNet classifier of an encoder backbone, on the user's full-size pixels."""
-    from ..api import resolve_device
     from ..models import EncoderSpec, build_encoder
+    from ..runtime import resolve_device
 
     return ClassifierVictim(PixelClassifier(build_encoder(EncoderSpec(model))).to(resolve_device(device)))
 
 
 def caption_victim(checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None,
-                   decode: str | None = None) -> CaptionVictim:
-    """The captioner of ``checkpoint`` (default: the bundled model); ``decode``: beam or greedy."""
+                   decode: str | None = None, guide: str | None = None) -> CaptionVictim:
+    """The captioner of ``checkpoint`` (default: the bundled model); ``decode``: beam or greedy;
+    ``guide``: none or imagenet (default: the checkpoint's, as for ``captioner caption``)."""
     from ..api import Captioner
 
-    return CaptionVictim(Captioner.from_checkpoint(checkpoint, device=device), method=decode)
+    return CaptionVictim(Captioner.from_checkpoint(checkpoint, device=device), method=decode, guide=guide)
 
 
 def default_method(victim, targeted: bool) -> str:
@@ -121,13 +122,14 @@ def attack_classifier(image: str | os.PathLike, out: str | os.PathLike, model: s
 
 
 def attack_caption(image: str | os.PathLike, out: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-                   target_caption: str | None = None, decode: str | None = None, eps: float = 2 / 255,
+                   target_caption: str | None = None, decode: str | None = None, guide: str | None = None,
+                   eps: float = 2 / 255,
                    method: str | None = None, steps: int = 10, alpha: float | None = None, seed: int = 0,
                    until_saved: bool = False, max_extra_steps: int = 20,
                    device: str | torch.device | None = None) -> ImageAttack:
     """Change the caption of one image, or (``target_caption``) make the model write that caption."""
     pixels = read_pixels(image)
-    victim = caption_victim(checkpoint, device, decode)
+    victim = caption_victim(checkpoint, device, decode, guide)
     targeted = target_caption is not None
     if targeted:
         victim.labels_from(target_caption, 1)  # unknown words: fail before the attack runs

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from ..decoding.settings import GUIDES
+
 DEFAULT_REPORT_EPS = "0,1/255,2/255,4/255,8/255"
 
 
@@ -76,6 +78,8 @@ def add_parser(subparsers) -> None:
     k.add_argument("--target-caption", metavar="TEXT", help="targeted attack: the caption to make the model write")
     k.add_argument("--decode", choices=["beam", "greedy"],
                    help="decoding that judges captions (default: the checkpoint's)")
+    k.add_argument("--guide", choices=GUIDES,
+                   help="judge the captions guided by the ImageNet classifier or not (default: the checkpoint's)")
     _common(k)
     k.set_defaults(run=run_caption)
 
@@ -129,7 +133,7 @@ def run_caption(args) -> int:
     eps = parse_eps(args.eps, "--eps")
     return _print(args, attack_caption(
         args.image, args.out, checkpoint=args.checkpoint, target_caption=args.target_caption, decode=args.decode,
-        eps=eps, until_saved=args.until_saved, max_extra_steps=args.max_extra_steps, **_attack_options(args)))
+        guide=args.guide, eps=eps, until_saved=args.until_saved, max_extra_steps=args.max_extra_steps, **_attack_options(args)))
 
 
 def run_report(args) -> int:

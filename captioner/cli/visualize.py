@@ -98,7 +98,8 @@ def parse_channels(text: str) -> list[int]:
 
 def load_encoder(args) -> ImageEncoder:
     """The encoder to visualise, on ``--device``: rendering runs where the encoder is."""
-    from ..api import Captioner, resolve_device
+    from ..api import Captioner
+    from ..runtime import resolve_device
 
     device = resolve_device(args.device)
     if args.checkpoint:

@@ -123,4 +123,4 @@ class ImageNetGuide:
         members = self.membership[:, column] * probabilities
         values, indices = members.topk(TOP_CLASSES)
         classes = tuple((self.names.labels[int(i)], float(v)) for v, i in zip(values, indices) if v > 0)
-        return Forced(concept.forms, "imagenet", mass, classes)
+        return Forced(concept.words, "imagenet", mass, classes)

@@ -27,9 +27,15 @@ class Concept:
     generic: bool
 
     @property
+    def words(self) -> tuple[str, ...]:
+        """What guidance forces (any one of them): the name and its synonyms. Not the plural:
+        the decoder, trained on one object per picture, writes "a" before any noun."""
+        return tuple(dict.fromkeys((self.name, *self.synonyms)))
+
+    @property
     def forms(self) -> tuple[str, ...]:
-        """Every way a caption may name it: the name, its synonyms, and the plural."""
-        return tuple(dict.fromkeys((self.name, *self.synonyms, self.plural)))
+        """Every way a text may name it: the name, its synonyms, and the plural."""
+        return (*self.words, *((self.plural,) if self.plural not in self.words else ()))
 
 
 @dataclass(frozen=True)

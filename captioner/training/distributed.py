@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..runtime import resolve_device
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -43,11 +45,10 @@ class Distributed:
 
 
 def choose_device(preference: str, local_rank: int = 0) -> torch.device:
-    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError("train.device is cuda, but PyTorch sees no CUDA GPU here; use cpu or auto")
-    return torch.device("cuda", local_rank)
+    """``train.device`` (auto, cpu, cuda) for the process of ``local_rank``, chosen by
+    :func:`captioner.runtime.resolve_device`."""
+    device = resolve_device(preference)
+    return torch.device("cuda", local_rank) if device.type == "cuda" else device
 
 
 def setup(preference: str) -> Distributed:
