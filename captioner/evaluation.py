@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from tqdm import tqdm
 
 from .api import Captioner

@@ -111,3 +111,19 @@ def test_console_script_runs_end_to_end(tmp_path, tiny_ckpt, examples_dir):
     assert out.returncode == 0, out.stderr
     path, caption = out.stdout.strip().split("\t")
     assert path == str(examples_dir / "clock.jpg") and caption
+
+
+def test_a_bug_keeps_its_traceback_while_bad_input_gets_one_line(tmp_path, capsys, monkeypatch):
+    """Only UserErrors become one tidy line: an internal ValueError is not passed off as bad input."""
+    from captioner.cli import caption as caption_command
+
+    def broken(args):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(caption_command, "run", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["caption", str(tmp_path)])
+    monkeypatch.undo()
+    assert main(["caption", str(tmp_path), "--batch-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "captioner caption: error: --batch-size must be at least 1, got 0\n"

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.eightbit import LEVELS, round_within_eps
+from ..errors import ArgumentError
 from ..models.recurrent import rnn_backward_without_cudnn
 from .victims import as_victim
 
@@ -78,9 +79,9 @@ class Attack:
 
     def __init__(self, model, eps: float, *, until_saved: bool = False, max_extra_steps: int = 20):
         if not 0.0 <= eps <= 1.0:
-            raise ValueError(f"eps must be between 0 and 1 (pixels in [0, 1]; 2/255 = {2 / 255:.5f}), got {eps}")
+            raise ArgumentError(f"eps must be between 0 and 1 (pixels in [0, 1]; 2/255 = {2 / 255:.5f}), got {eps}")
         if max_extra_steps < 0:
-            raise ValueError(f"max_extra_steps must be 0 or more, got {max_extra_steps}")
+            raise ArgumentError(f"max_extra_steps must be 0 or more, got {max_extra_steps}")
         self.victim = as_victim(model)
         self.eps = float(eps)
         self.until_saved = until_saved
@@ -166,14 +167,14 @@ class Attack:
                             "captioner.data.images.load_image and pil_to_tensor")
         batched = images.ndim == 4
         if images.ndim not in (3, 4) or images.shape[-3] != 3:
-            raise ValueError(f"expected images of shape (3, H, W) or (B, 3, H, W), got {tuple(images.shape)}")
+            raise ArgumentError(f"expected images of shape (3, H, W) or (B, 3, H, W), got {tuple(images.shape)}")
         if images.dtype == torch.uint8:
             pixels = images.float() / LEVELS
         elif images.is_floating_point():
             pixels = images
             low, high = float(images.min()), float(images.max())
             if low < 0.0 or high > 1.0:
-                raise ValueError(f"pixels must be in [0, 1], got values from {low:.3g} to {high:.3g}; attacks "
+                raise ArgumentError(f"pixels must be in [0, 1], got values from {low:.3g} to {high:.3g}; attacks "
                                  "work in pixel space (the normalisation is inside the model)")
         else:
             raise TypeError(f"expected uint8 or float pixels, got {images.dtype}")

@@ -87,10 +87,10 @@ class CaptionVictim:
         for caption in captions:
             words = tokenize(caption)
             if not words:
-                raise ValueError("the target caption is empty")
+                raise ArgumentError("the target caption is empty")
             unknown = [w for w in words if w not in self.vocab]
             if unknown:
-                raise ValueError(f"caption {caption!r}: {', '.join(repr(w) for w in unknown)} not in the model's "
+                raise ArgumentError(f"caption {caption!r}: {', '.join(repr(w) for w in unknown)} not in the model's "
                                  f"vocabulary of {len(self.vocab)} words, so the model cannot write it")
             rows.append(self.vocab.encode(words))
         return broadcast_labels(self._pad(rows, torch.device("cpu")), batch)

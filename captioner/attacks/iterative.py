@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..data.eightbit import LEVELS
+from ..errors import ArgumentError
 from .base import Attack
 
 
@@ -26,11 +27,11 @@ class BIM(Attack):
     def __init__(self, model, eps: float, alpha: float | None = None, steps: int = 10, **options):
         super().__init__(model, eps, **options)
         if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
+            raise ArgumentError(f"steps must be at least 1, got {steps}")
         self.steps = int(steps)
         self.alpha = 2.5 * self.eps / self.steps if alpha is None else float(alpha)
         if self.alpha < 0:
-            raise ValueError(f"the step size alpha must not be negative, got {alpha}")
+            raise ArgumentError(f"the step size alpha must not be negative, got {alpha}")
 
     @property
     def step_size(self) -> float:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..data.eightbit import LEVELS, save_png
 from ..data.images import ImageLoadError, load_image
 from ..data.preprocess import pil_to_tensor
+from ..errors import ArgumentError
 from ..fileio import atomic_write, write_json_atomic, write_text_atomic
 from ..metrics import score_captions
 from .base import AttackResult
@@ -99,9 +100,9 @@ def robustness_report(victim, paths: Sequence[str], eps_values: Sequence[float],
     the clean predictions serve as the truth. Unreadable images are skipped and listed.
     """
     if not eps_values:
-        raise ValueError("give at least one eps")
+        raise ArgumentError("give at least one eps")
     if labels is not None and len(labels) != len(paths):
-        raise ValueError(f"{len(labels)} labels for {len(paths)} images")
+        raise ArgumentError(f"{len(labels)} labels for {len(paths)} images")
     captioner = victim.kind == "captioner"
     eps_values = sorted(set(float(e) for e in eps_values))
     probe = make_attack(method, victim, max(eps_values), steps, alpha)  # for clean predictions and the device
@@ -111,7 +112,7 @@ def robustness_report(victim, paths: Sequence[str], eps_values: Sequence[float],
     clean, found, skipped = _attack_all(probe, attacks, paths, eps_values, batch_size, show)
     order = sorted(clean)
     if not order:
-        raise ValueError("none of the images could be read")
+        raise ArgumentError("none of the images could be read")
     clean_text = victim.describe([clean[i] for i in order])
     report = {
         "kind": victim.kind, "model": name, "method": method, "steps": None if method == "fgsm" else steps,

@@ -22,6 +22,7 @@ import torch
 
 from ..data.images import ImageLoadError, find_images, load_image
 from ..data.preprocess import pil_to_tensor
+from ..errors import ArgumentError
 from ..fileio import write_json_atomic
 from .base import Attack, AttackResult
 from .captioner import CaptionVictim
@@ -77,7 +78,7 @@ def read_pixels(path: str | os.PathLike) -> torch.Tensor:
     try:
         return pil_to_tensor(load_image(path))
     except ImageLoadError as error:
-        raise ValueError(str(error)) from None
+        raise ArgumentError(str(error)) from None
 
 
 def top_classes(victim: ClassifierVictim, pixels: torch.Tensor, k: int = 5) -> list[dict]:
@@ -214,7 +215,7 @@ def robustness(out: str | os.PathLike, eps_values: Sequence[float], model: str |
     truth = None
     if labels:
         if victim.kind != "classifier" or not images:
-            raise ValueError("--labels goes with --model and --images (captioners get references from --config)")
+            raise ArgumentError("--labels goes with --model and --images (captioners get references from --config)")
         truth = read_labels(labels, [images], paths, victim)
     if victim.kind == "classifier":
         references = None  # a dataset's captions are no class labels: report agreement
@@ -234,12 +235,12 @@ def _report_images(images, config, split: str, overrides: Sequence[str], limit: 
 
         records = read_dataset(load_config(config, list(overrides)).data).split(split)
         if not records:
-            raise ValueError(f"{config}: the {split!r} split has no images")
+            raise ArgumentError(f"{config}: the {split!r} split has no images")
         records = records[:limit] if limit else records
         return [r.image_path for r in records], [r.raw for r in records]
     paths = find_images([str(images)])
     if not paths:
-        raise FileNotFoundError(f"no image files found in {images}")
+        raise ArgumentError(f"no image files found in {images}")
     return (paths[:limit] if limit else paths), None
 
 
@@ -249,17 +250,17 @@ def read_labels(path: str | os.PathLike, roots: list[str], images: list[str], vi
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as error:
-        raise ValueError(f"--labels {path}: {error.strerror or error}") from None
+        raise ArgumentError(f"--labels {path}: {error.strerror or error}") from None
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("#") or line.strip().lower() in ("image,label", "image\tlabel"):
             continue
         name, sep, label = line.partition("\t") if "\t" in line else line.partition(",")
         if not sep:
-            raise ValueError(f"{path}:{number}: expected 'image,label', got {line!r}")
+            raise ArgumentError(f"{path}:{number}: expected 'image,label', got {line!r}")
         try:
             wanted[name.strip()] = victim.label_index(label.strip())
         except ValueError as error:
-            raise ValueError(f"{path}:{number}: {error}") from None
+            raise ArgumentError(f"{path}:{number}: {error}") from None
     labels, missing = [], []
     for image in images:
         keys = [str(Path(image).relative_to(root)) for root in roots if Path(image).is_relative_to(root)]
@@ -267,5 +268,5 @@ def read_labels(path: str | os.PathLike, roots: list[str], images: list[str], vi
         missing += [image] if found is None else []
         labels.append(found)
     if missing:
-        raise ValueError(f"--labels {path} has no label for {len(missing)} image(s), e.g. {', '.join(missing[:3])}")
+        raise ArgumentError(f"--labels {path} has no label for {len(missing)} image(s), e.g. {', '.join(missing[:3])}")
     return labels

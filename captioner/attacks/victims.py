@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.preprocess import preprocess
+from ..errors import ArgumentError
 from ..models.labels import resolve_class
 
 
@@ -85,7 +86,7 @@ def broadcast_labels(labels: torch.Tensor, batch: int) -> torch.Tensor:
     if len(labels) == 1:
         return labels.expand(batch, *labels.shape[1:]).clone()
     if len(labels) != batch:
-        raise ValueError(f"got {len(labels)} labels for {batch} images")
+        raise ArgumentError(f"got {len(labels)} labels for {batch} images")
     return labels
 
 

@@ -7,18 +7,14 @@ import os
 import sys
 
 from .. import __version__
-from ..checkpoint import CheckpointError
-from ..config import ConfigError
-from ..data.datasets import DatasetError
-from ..models.encoder import EncoderUnavailable
+from ..errors import UserError
 from ..runtime import tune_allocator
 from . import attack, caption, checkpoint, evaluate, train, visualize
 
 SUBCOMMANDS = [caption, train, evaluate, checkpoint, visualize, attack]
 
-# Problems with the user's input (files, values, configs): one line on stderr, exit code 2
-# (set CAPTIONER_DEBUG=1 for the traceback).
-USER_ERRORS = (CheckpointError, ConfigError, DatasetError, EncoderUnavailable, ValueError, FileNotFoundError)
+# Problems with the user's input (files, values, configs) are UserErrors: one line on stderr, exit code 2
+# (set CAPTIONER_DEBUG=1 for the traceback). Any other exception is a bug and keeps its traceback.
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a reader that stopped early, e.g. `| head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except USER_ERRORS as error:
+    except UserError as error:
         if os.environ.get("CAPTIONER_DEBUG"):
             raise
         print(f"captioner {args.command}: error: {error}", file=sys.stderr)

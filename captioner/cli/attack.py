@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..decoding.settings import GUIDES
+from ..errors import ArgumentError
 
 DEFAULT_REPORT_EPS = "0,1/255,2/255,4/255,8/255"
 
@@ -19,11 +20,11 @@ def parse_eps(text: str, what: str = "eps") -> float:
         else:
             eps = float(value)
     except ZeroDivisionError:
-        raise ValueError(f"{what} {text!r}: division by zero; write a fraction such as 2/255") from None
+        raise ArgumentError(f"{what} {text!r}: division by zero; write a fraction such as 2/255") from None
     except ValueError:
-        raise ValueError(f"{what} {text!r} is not a number or a fraction such as 2/255") from None
+        raise ArgumentError(f"{what} {text!r} is not a number or a fraction such as 2/255") from None
     if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"{what} {text!r} = {eps:g} is outside [0, 1]; pixels are in [0, 1], so 2/255 is two "
+        raise ArgumentError(f"{what} {text!r} = {eps:g} is outside [0, 1]; pixels are in [0, 1], so 2/255 is two "
                          "8-bit levels")
     return eps
 
@@ -32,7 +33,7 @@ def parse_eps_list(text: str) -> list[float]:
     """Comma-separated eps values, e.g. ``0,1/255,2/255``."""
     values = [parse_eps(part, "--eps") for part in str(text).split(",") if part.strip()]
     if not values:
-        raise ValueError(f"no eps values in {text!r}; write e.g. {DEFAULT_REPORT_EPS}")
+        raise ArgumentError(f"no eps values in {text!r}; write e.g. {DEFAULT_REPORT_EPS}")
     return values
 
 
@@ -108,7 +109,7 @@ def add_parser(subparsers) -> None:
 # -- the subcommands: options in, the Python API of captioner.attacks.session, its record out ------------
 def _attack_options(args) -> dict:
     if args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+        raise ArgumentError(f"--steps must be at least 1, got {args.steps}")
     return dict(method=args.method, steps=args.steps, seed=args.seed, device=args.device,
                 alpha=None if args.alpha is None else parse_eps(args.alpha, "--alpha"))
 
@@ -143,7 +144,7 @@ def run_report(args) -> int:
     eps_values = parse_eps_list(args.eps)
     for option, value in (("--batch-size", args.batch_size), ("--limit", 1 if args.limit is None else args.limit)):
         if value < 1:
-            raise ValueError(f"{option} must be at least 1, got {value}")
+            raise ArgumentError(f"{option} must be at least 1, got {value}")
     report = robustness(
         args.out, eps_values, model=args.model, checkpoint=args.checkpoint, images=args.images, config=args.config,
         labels=args.labels, split=args.split, overrides=args.overrides, limit=args.limit,

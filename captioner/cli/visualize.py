@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import visualization as viz
 from ..data.images import ImageLoadError, load_image
+from ..errors import ArgumentError
 from ..models.encoder import DEFAULT_BACKBONE, EncoderSpec, ImageEncoder, build_encoder
 
 ACTIONS = {
@@ -90,9 +91,9 @@ def parse_channels(text: str) -> list[int]:
         else:
             channels = [int(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(f"--channels {text!r}: expected START:STOP[:STEP], N or N,M,...") from None
+        raise ArgumentError(f"--channels {text!r}: expected START:STOP[:STEP], N or N,M,...") from None
     if not channels:
-        raise ValueError(f"--channels {text!r} selects no channels")
+        raise ArgumentError(f"--channels {text!r} selects no channels")
     return channels
 
 
@@ -117,7 +118,7 @@ def _settings_options(args) -> dict:
 
 def _need_layer(args) -> str:
     if not args.layer:
-        raise ValueError(f"visualize {args.action} needs --layer (see `captioner visualize layers`)")
+        raise ArgumentError(f"visualize {args.action} needs --layer (see `captioner visualize layers`)")
     return args.layer
 
 
@@ -151,7 +152,7 @@ def _photo(path: str | None):
     try:
         return load_image(path)
     except ImageLoadError as error:
-        raise ValueError(str(error)) from None
+        raise ArgumentError(str(error)) from None
 
 
 def _describe(record: dict) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import ArgumentError
 from ..fileio import atomic_write
 
 LEVELS = 255  # an 8-bit image has 256 levels per channel: 0 .. 255
@@ -49,7 +50,7 @@ def round_within_eps(adversarial: torch.Tensor, images: torch.Tensor, eps: float
 def to_pil(pixels: torch.Tensor) -> Image.Image:
     """One (3, H, W) image in [0, 1], on any device, as an 8-bit RGB PIL image."""
     if pixels.ndim != 3 or pixels.shape[0] != 3:
-        raise ValueError(f"expected one image of shape (3, H, W), got {tuple(pixels.shape)}")
+        raise ArgumentError(f"expected one image of shape (3, H, W), got {tuple(pixels.shape)}")
     array = to_uint8(pixels).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
 

@@ -52,8 +52,7 @@ class Vocabulary:
     pad_id, start_id, end_id, unk_id = 0, 1, 2, 3
 
     @classmethod
-    def build(cls, captions: Iterable[str | Sequence[str]], min_count: int = 1,
-              max_size: int | None = None) -> "Vocabulary":
+    def build(cls, captions: Iterable[str | Sequence[str]], min_count: int = 1) -> "Vocabulary":
         """Build from captions (text, or already tokenised lists).
 
         Words seen fewer than ``min_count`` times become ``<unk>``. Order: by
@@ -65,8 +64,6 @@ class Vocabulary:
         for special in SPECIALS:
             counts.pop(special, None)
         kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
-        if max_size is not None:
-            kept = kept[: max(0, max_size - len(SPECIALS))]
         return cls([*SPECIALS, *kept], min_count=min_count)
 
     @property

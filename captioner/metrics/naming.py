@@ -30,6 +30,8 @@ from typing import Protocol
 
 from captioner.data.vocab import tokenize
 
+from ..errors import ArgumentError
+
 #: Parents too general to count as naming anything: a caption saying "an object" or "an
 #: animal" names no particular object.
 GENERIC = frozenset({
@@ -197,19 +199,19 @@ def read_labels(path: str | Path) -> list[LabelledPhoto]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
+                raise ArgumentError(f"{where}: not valid JSON ({error.msg})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+                raise ArgumentError(f"{where}: expected a JSON object, got {type(row).__name__}")
             missing = [key for key in ("image", "label", "accept") if key not in row]
             if missing:
-                raise ValueError(f"{where}: missing {', '.join(missing)}")
+                raise ArgumentError(f"{where}: missing {', '.join(missing)}")
             accept = row["accept"]
             if not isinstance(accept, list) or not all(isinstance(a, str) for a in accept):
-                raise ValueError(f"{where}: 'accept' must be a list of strings")
+                raise ArgumentError(f"{where}: 'accept' must be a list of strings")
             if not [a for a in accept if a.strip()]:
-                raise ValueError(f"{where}: empty 'accept' list for {row['image']}")
+                raise ArgumentError(f"{where}: empty 'accept' list for {row['image']}")
             if not row["image"] or not row["label"]:
-                raise ValueError(f"{where}: empty 'image' or 'label'")
+                raise ArgumentError(f"{where}: empty 'image' or 'label'")
             photos.append(LabelledPhoto(path.parent / row["image"], row["label"], tuple(accept)))
     return photos
 
@@ -223,7 +225,7 @@ def naming_rate(captions: Mapping[str, str], photos: Sequence[LabelledPhoto]) ->
     """
     missing = [str(p.image) for p in photos if str(p.image) not in captions]
     if missing:
-        raise ValueError(f"no caption for {len(missing)} of {len(photos)} photos, e.g. {missing[0]}")
+        raise ArgumentError(f"no caption for {len(missing)} of {len(photos)} photos, e.g. {missing[0]}")
     rows = [{"image": str(p.image), "label": p.label, "caption": captions[str(p.image)],
              "named": names_object(captions[str(p.image)], p.accept)} for p in photos]
     named = sum(row["named"] for row in rows)

@@ -22,12 +22,6 @@ class CaptionModel(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
 
-    @classmethod
-    def build(cls, spec: EncoderSpec, vocab_size: int, **decoder_options) -> "CaptionModel":
-        encoder = build_encoder(spec)
-        config = DecoderConfig(vocab_size=vocab_size, feature_dim=encoder.feature_dim, **decoder_options)
-        return cls(encoder, LSTMDecoder(config))
-
     def forward(self, pixels: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits for images given as pixels (see ``LSTMDecoder.forward``)."""
         return self.decoder(self.encoder(pixels), captions, lengths)

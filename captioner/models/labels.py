@@ -11,6 +11,8 @@ import difflib
 import re
 from collections.abc import Sequence
 
+from ..errors import ArgumentError
+
 
 def _normal(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
@@ -31,15 +33,15 @@ def resolve_class(categories: Sequence[str] | None, label: str | int) -> int:
     if re.fullmatch(r"-?\d+", text):
         index = int(text)
         if index < 0:
-            raise ValueError(f"class index {index} is negative; indices count from 0")
+            raise ArgumentError(f"class index {index} is negative; indices count from 0")
         if categories is not None and index >= len(categories):
-            raise ValueError(f"class index {index} is outside 0..{len(categories) - 1}")
+            raise ArgumentError(f"class index {index} is outside 0..{len(categories) - 1}")
         return index
     if categories is None:
-        raise ValueError(f"label {label!r}: this model has no class names; give a class index")
+        raise ArgumentError(f"label {label!r}: this model has no class names; give a class index")
     wanted = _normal(text)
     if not wanted:
-        raise ValueError(f"label {label!r} has no letters or digits; give a class name or an index")
+        raise ArgumentError(f"label {label!r} has no letters or digits; give a class name or an index")
     normal = [_normal(c) for c in categories]
     compact = [name.replace(" ", "") for name in normal]  # "jelly fish" is "jellyfish"
     for form in (wanted, wanted.removesuffix("s"), wanted + "s"):
@@ -47,15 +49,15 @@ def resolve_class(categories: Sequence[str] | None, label: str | int) -> int:
         if len(found) == 1:
             return found[0]
         if found:
-            raise ValueError(f"label {label!r} names several classes ({', '.join(map(str, found))}); "
+            raise ArgumentError(f"label {label!r} names several classes ({', '.join(map(str, found))}); "
                              "give the class index instead")
     containing = [i for i, name in enumerate(normal) if re.search(rf"\b{re.escape(wanted)}s?\b", name)]
     if len(containing) == 1:
         return containing[0]
     if containing:
         options = ", ".join(f"{categories[i]} ({i})" for i in containing[:10])
-        raise ValueError(f"label {label!r} is ambiguous: {options}; give the full name or the index")
+        raise ArgumentError(f"label {label!r} is ambiguous: {options}; give the full name or the index")
     close = difflib.get_close_matches(wanted, normal, n=5, cutoff=0.6)
     hint = ", ".join(f"{categories[normal.index(c)]} ({normal.index(c)})" for c in close)
-    raise ValueError(f"unknown label {label!r}" + (f"; closest: {hint}" if hint else "")
+    raise ArgumentError(f"unknown label {label!r}" + (f"; closest: {hint}" if hint else "")
                      + f"; give a class name or an index 0..{len(categories) - 1}")

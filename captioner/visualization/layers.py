@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import ArgumentError
 from ..models.encoder import ImageEncoder
 from .objectives import INPUT, LOGITS
 
@@ -113,12 +114,12 @@ def resolve_layer(encoder: ImageEncoder, name: str) -> str:
     aliases = {alias: path for path, names in friendly_names(encoder).items() for alias in names}
     if name in aliases:
         if aliases[name] not in modules:
-            raise ValueError(f"layer {name!r} does not exist in this {encoder.spec.backbone} encoder")
+            raise ArgumentError(f"layer {name!r} does not exist in this {encoder.spec.backbone} encoder")
         return aliases[name]
     listed = [info for path in _candidate_paths(encoder) for info in [path, *friendly_names(encoder).get(path, [])]]
     close = difflib.get_close_matches(name, listed + [p for p in modules if p], n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; for example {', '.join(listed[:6])}"
-    raise ValueError(
+    raise ArgumentError(
         f"unknown layer {name!r} in {encoder.spec.backbone}{hint} "
         "(`captioner visualize layers` lists them all)"
     )
@@ -172,7 +173,7 @@ class LayerRecorder:
             pass
         missing = [name for name, path in self.paths.items() if path not in self.acts]
         if missing:
-            raise ValueError(f"layer {missing[0]} is not used in the forward pass of {self.encoder.spec.backbone}")
+            raise ArgumentError(f"layer {missing[0]} is not used in the forward pass of {self.encoder.spec.backbone}")
         return {name: self.acts[path] for name, path in self.paths.items()}
 
 
@@ -203,4 +204,4 @@ def check_channels(encoder: ImageEncoder, layer: str, channels: list[int]) -> No
     count = output_shapes(encoder, [path], size=64)[path][0]  # the channel count does not depend on the size
     bad = [c for c in channels if not 0 <= c < count]
     if bad:
-        raise ValueError(f"layer {layer} has {count} channels (0..{count - 1}); channel {bad[0]} is outside it")
+        raise ArgumentError(f"layer {layer} has {count} channels (0..{count - 1}); channel {bad[0]} is outside it")

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..errors import ArgumentError
+
 Activations = dict[str, torch.Tensor]
 
 INPUT = "input"
@@ -81,7 +83,7 @@ def _pick(acts: torch.Tensor, index: int | Sequence[int]) -> torch.Tensor:
     if isinstance(index, int):
         return acts[:, index]
     if len(index) != acts.shape[0]:
-        raise ValueError(f"{len(index)} channels for a batch of {acts.shape[0]} images")
+        raise ArgumentError(f"{len(index)} channels for a batch of {acts.shape[0]} images")
     return acts[torch.arange(acts.shape[0], device=acts.device), torch.as_tensor(list(index), device=acts.device)]
 
 
@@ -107,7 +109,7 @@ def neuron(layer: str, index: int | Sequence[int], x: int | None = None, y: int 
     def fn(acts: Activations) -> torch.Tensor:
         picked = _pick(acts[layer], index)
         if picked.ndim != 3:
-            raise ValueError(f"neuron objective needs a layer with a spatial grid; {layer} has shape "
+            raise ArgumentError(f"neuron objective needs a layer with a spatial grid; {layer} has shape "
                              f"{tuple(acts[layer].shape[1:])}")
         height, width = picked.shape[-2:]
         row = height // 2 if y is None else min(y, height - 1)

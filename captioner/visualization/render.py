@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..data.eightbit import round_to_levels
 from ..data.preprocess import preprocess
+from ..errors import ArgumentError
 from ..models.encoder import ImageEncoder
 from ..runtime import tune_allocator
 from .layers import LayerRecorder
@@ -61,13 +62,13 @@ class RenderSettings:
 
     def __post_init__(self):
         if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
+            raise ArgumentError(f"steps must be at least 1, got {self.steps}")
         if self.size is not None and self.size < 16:
-            raise ValueError(f"image size must be at least 16 pixels, got {self.size}")
+            raise ArgumentError(f"image size must be at least 16 pixels, got {self.size}")
         if self.lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
+            raise ArgumentError(f"learning rate must be positive, got {self.lr}")
         if self.octaves < 1 or self.blur_every < 0:
-            raise ValueError("octaves must be at least 1 and blur_every at least 0")
+            raise ArgumentError("octaves must be at least 1 and blur_every at least 0")
 
     def with_options(self, **options) -> "RenderSettings":
         """A copy with some settings changed."""
@@ -117,7 +118,7 @@ def render(encoder: ImageEncoder, objective: Objective, batch: int = 1, settings
     size = settings.size or encoder.preprocessing.crop_size
     seeds = list(seeds) if seeds is not None else [settings.seed + i for i in range(batch)]
     if len(seeds) != batch:
-        raise ValueError(f"{len(seeds)} seeds for a batch of {batch} images")
+        raise ArgumentError(f"{len(seeds)} seeds for a batch of {batch} images")
     if transforms is None:
         transforms = standard_transforms() if settings.transforms else Compose([])
     full = _full_objective(objective, settings)

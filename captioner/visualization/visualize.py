@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..data.eightbit import round_to_levels, save_png
 from ..data.preprocess import preprocess
+from ..errors import ArgumentError
 from ..fileio import write_json_atomic
 from ..models.encoder import ImageEncoder
 from ..models.labels import resolve_class
@@ -93,9 +94,9 @@ def visualize_neuron(encoder: ImageEncoder, layer: str, channels: Sequence[int] 
     path = resolve_layer(encoder, layer)
     shape = output_shapes(encoder, [path], settings.size)[path]
     if len(shape) != 3:
-        raise ValueError(f"layer {layer} has no spatial grid (output shape {shape}); use `filters`")
+        raise ArgumentError(f"layer {layer} has no spatial grid (output shape {shape}); use `filters`")
     if (x is not None and not 0 <= x < shape[2]) or (y is not None and not 0 <= y < shape[1]):
-        raise ValueError(f"layer {layer} is a {shape[2]}x{shape[1]} grid at {settings.size} px; "
+        raise ArgumentError(f"layer {layer} is a {shape[2]}x{shape[1]} grid at {settings.size} px; "
                          f"x={x}, y={y} is outside it")
     return _render_channels(encoder, layer, channels, lambda cs: objectives.neuron(layer, cs, x, y), settings,
                             x=x, y=y)
@@ -105,7 +106,7 @@ def _render_channels(encoder: ImageEncoder, layer: str, channels: Sequence[int],
                      settings: RenderSettings, **record) -> Visualization:
     channels = [int(c) for c in channels]
     if not channels:
-        raise ValueError("no channels to visualise")
+        raise ArgumentError("no channels to visualise")
     check_channels(encoder, layer, channels)
     objective = make_objective(channels)
     result = render(encoder, objective, len(channels), settings, [image_seed(settings.seed, c) for c in channels])
@@ -121,7 +122,7 @@ def visualize_class(encoder: ImageEncoder, classes: str | int | Sequence[str | i
     encoder sees the saved 8-bit image through its preprocessing."""
     settings = _settings(encoder, CLASS_SETTINGS, settings, options)
     if encoder.head is None:
-        raise ValueError(f"the {encoder.spec.backbone} encoder has no classification head")
+        raise ArgumentError(f"the {encoder.spec.backbone} encoder has no classification head")
     labels = [classes] if isinstance(classes, (str, int)) else list(classes)
     indices = [resolve_class(encoder.categories, label) for label in labels]
     objective = objectives.class_logit(indices)
