@@ -21,7 +21,7 @@ from captioner import Captioner  # noqa: E402
 from captioner.api import default_reader_processes  # noqa: E402
 from captioner.data.images import load_image  # noqa: E402
 from captioner.data.preprocess import preprocess  # noqa: E402
-from captioner.decoding import beam_search  # noqa: E402
+from captioner.decoding import decode  # noqa: E402
 
 BATCH = 16  # the CLI's default batch size
 
@@ -69,15 +69,14 @@ def row_beam(quick: bool = False) -> dict:
     with torch.no_grad():
         features = torch.cat([captioner.model.encoder(chunk) for chunk in _pixels(captioner, paths).split(BATCH)])
     decoder, vocab = captioner.model.decoder, captioner.vocab
-    options = dict(start_id=vocab.start_id, end_id=vocab.end_id, beam_size=3, max_length=16,
-                   length_penalty=captioner.decoding.length_penalty, banned=vocab.never_generated)
+    settings = captioner.settings(method="beam", beam_size=3, max_length=16, guide="none")
     results = {}
 
     def per_image():
-        results["single"] = [beam_search(decoder, features[i:i + 1], **options)[0][0].tokens for i in range(count)]
+        results["single"] = [decode(decoder, features[i:i + 1], vocab, settings)[0][0].tokens for i in range(count)]
 
     def batched():
-        results["batched"] = [h[0].tokens for chunk in features.split(BATCH) for h in beam_search(decoder, chunk, **options)]
+        results["batched"] = [h[0].tokens for chunk in features.split(BATCH) for h in decode(decoder, chunk, vocab, settings)]
 
     t_single, t_batched = alternate(per_image, batched, repeats)
     same = results["single"] == results["batched"]
