@@ -84,8 +84,10 @@ class Vocabulary:
         ids = [self.stoi.get(t, self.unk_id) for t in tokens]
         return [self.start_id, *ids, self.end_id] if add_specials else ids
 
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        """Words of a sequence of ids, stopping at ``<end>`` and skipping ``<start>``/``<pad>``."""
+    def decode(self, ids: Iterable[int], extra: Sequence[str] = ()) -> list[str]:
+        """Words of a sequence of ids, stopping at ``<end>`` and skipping ``<start>``/``<pad>``.
+        Ids past the vocabulary name the ``extra`` words, in order (see
+        :class:`captioner.decoding.lexicon.Lexicon`)."""
         words = []
         for i in ids:
             i = int(i)
@@ -93,7 +95,7 @@ class Vocabulary:
                 break
             if i in (self.start_id, self.pad_id):
                 continue
-            words.append(self.itos[i])
+            words.append(self.itos[i] if i < len(self.itos) else extra[i - len(self.itos)])
         return words
 
     def to_text(self, ids: Iterable[int]) -> str:

@@ -83,16 +83,7 @@ class Lexicon:
         return tuple(ids)
 
     def words(self, ids: Sequence[int]) -> list[str]:
-        words = []
-        for i in ids:
-            i = int(i)
-            if i == self.end_id:
-                break
-            if i >= len(self.vocab):
-                words.append(self.extra_words[i - len(self.vocab)])
-            elif i not in (self.start_id, self.pad_id):
-                words.append(self.vocab.itos[i])
-        return words
+        return self.vocab.decode(ids, self.extra_words)
 
     def to_text(self, ids: Sequence[int]) -> str:
         """The caption of ``ids``, with "a"/"an" made to agree with the extra words that follow them
