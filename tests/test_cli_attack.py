@@ -137,3 +137,37 @@ def test_report_for_the_captioner_on_a_dataset(tiny_ckpt, examples_dir, tmp_path
     assert [row["eps_text"] for row in report["rows"]] == ["0", "4/255"]
     assert {"BLEU-4", "CIDEr-D", "change_rate", "linf_255", "l2"} <= set(report["rows"][1])
     assert report["rows"][0]["change_rate"] == 0 and (out / "report.md").exists()
+
+
+def test_attacked_captions_are_the_captions_captioner_caption_prints(tiny_ckpt, examples_dir, tmp_path, capsys):
+    """One decoding path: the clean caption an attack reports is what `captioner caption` prints for the
+    same image with the same settings, guided by the classifier or not."""
+    image = str(examples_dir / "coffee.jpg")
+    for guide in ("none", "imagenet"):
+        assert main(["caption", image, "--checkpoint", str(tiny_ckpt), "--guide", guide]) == 0
+        printed = capsys.readouterr().out.strip().split("\t")[1]
+        assert main(["attack", "caption", image, "--checkpoint", str(tiny_ckpt), "--guide", guide, "--eps", "0",
+                     "--out", str(tmp_path / guide), "--json"]) == 0
+        record = json.loads(capsys.readouterr().out)
+        assert record["before"] == printed
+    # guided, the classifier's espresso (0.94) forces "coffee" into the attacked caption too
+    assert "coffee" in record["before"].split()
+
+
+def test_an_attacked_caption_never_contains_unk(tiny_ckpt, examples_dir):
+    """The attack's predictor used to ban only <pad> and <start>."""
+    import torch
+
+    from captioner import Captioner
+    from captioner.attacks import CaptionVictim
+    from captioner.data.images import load_image
+    from captioner.data.preprocess import pil_to_tensor
+
+    captioner = Captioner.from_checkpoint(tiny_ckpt, device="cpu")
+    with torch.no_grad():
+        captioner.model.decoder.out.bias[captioner.vocab.unk_id] = 100.0  # the model now wants <unk> everywhere
+    victim = CaptionVictim(captioner, method="beam", guide="none")
+    pixels = pil_to_tensor(load_image(examples_dir / "cat.jpg")).float()[None] / 255
+    (caption,) = victim.describe(victim.predict(pixels))
+    assert caption and "<unk>" not in caption.split()
+    assert caption == captioner.caption(str(examples_dir / "cat.jpg"), method="beam", guide="none")[0].text
