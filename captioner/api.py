@@ -23,10 +23,11 @@ from .data.images import DEFAULT_MAX_PIXELS, ImageLoadError, to_rgb
 from .data.preprocess import preprocess
 from .data.vocab import Vocabulary
 from .decoding import DecodingSettings, decode
-from .decoding.constraints import Constraint, parse_alternatives
+from .decoding.constraints import MAX_CONSTRAINTS, Constraint, parse_alternatives
 from .decoding.lexicon import Lexicon
 from .errors import ArgumentError
 from .guidance import Forced, ImageNetGuide, choose_proxies
+from .guidance.imagenet import MAX_FORCED
 from .models.captioner import CaptionModel
 from .runtime import resolve_device, tune_allocator
 
@@ -153,6 +154,10 @@ class Captioner:
         """Refuse bad guidance settings before any image is read."""
         for text in include:
             parse_alternatives(text, "--include")
+        room = MAX_CONSTRAINTS - (MAX_FORCED if settings.guide == "imagenet" else 0)
+        if len(include) > room:
+            raise ArgumentError(f"{len(include)} --include constraints; at most {room} fit beside the guide's "
+                                f"(a search meets at most {MAX_CONSTRAINTS} constraints together)")
         if include and settings.method == "sample":
             raise ArgumentError("--include needs greedy or beam decoding, not sampling")
         if settings.guide == "imagenet" and settings.method != "sample":

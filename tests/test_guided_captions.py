@@ -80,3 +80,10 @@ def test_guide_imagenet_needs_a_trained_classifier(tmp_path, examples_dir, capsy
     # --include needs no classifier
     assert main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(path), "--include", "dog"]) == 0
     assert "dog" in capsys.readouterr().out.split()
+
+
+def test_too_many_constraints_are_refused_before_any_work(tiny_ckpt, examples_dir, capsys):
+    words = [f"--include={w}" for w in ("cat", "dog", "cup", "table", "grass", "red", "clock")]
+    code = main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), "--guide", "imagenet", *words])
+    err = capsys.readouterr().err
+    assert code == 2 and "7 --include constraints; at most 6 fit" in err and len(err.strip().splitlines()) == 1

@@ -70,6 +70,9 @@ class _Trie:
         return 0
 
 
+MAX_CONSTRAINTS = 8  # per image: the joint states grow as 2 ** constraints
+
+
 class ConstraintAutomaton:
     """The joint state of one image's constraints, enumerated from the start state.
 
@@ -83,6 +86,9 @@ class ConstraintAutomaton:
     """
 
     def __init__(self, constraints: Sequence[Constraint]):
+        if len(constraints) > MAX_CONSTRAINTS:
+            raise ArgumentError(f"{len(constraints)} word constraints for one image; at most {MAX_CONSTRAINTS} "
+                                "can be searched for together")
         self.constraints = list(constraints)
         tries = [_Trie(c.phrases) for c in self.constraints]
         self.tokens = sorted({t for c in self.constraints for p in c.phrases for t in p})
