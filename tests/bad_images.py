@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -42,10 +43,14 @@ def write_bad_files(folder: Path) -> dict[str, str]:
         "truncated.png": (png[: len(png) // 2], "truncated"),
         "corrupt.png": (png[:40] + bytes(200) + png[240:], "corrupt"),
         "bomb.png": (bomb_png(20000, 20000), "too large"),
+        "strip.png": (_png_bytes(Image.new("L", (1, 20000))), "aspect ratio"),  # 166 bytes, 1 x 20000
     }
     for name, (content, _) in files.items():
         (folder / name).write_bytes(content)
-    return {name: word for name, (_, word) in files.items()}
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    os.mkfifo(folder / "fifo.jpg")  # opening it for reading would wait for a writer forever
+    return {name: word for name, (_, word) in files.items()} | {"loop.jpg": "symlink loop",
+                                                               "fifo.jpg": "not a regular file (a FIFO)"}
 
 
 def write_good_files(folder: Path) -> list[str]:

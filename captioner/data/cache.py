@@ -84,7 +84,7 @@ class ImageViewsDataset(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            image = pil_to_tensor(load_image(self.paths[index]))
+            image = pil_to_tensor(load_image(self.paths[index], resize_to=self.spec.resize_size))
         except ImageLoadError as error:
             return index, None, str(error)
         pixels = [preprocess(image, self.spec)]
