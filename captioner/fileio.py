@@ -154,6 +154,8 @@ class AtomicLineWriter:
         """Publish the lines written so far as ``path``."""
         try:
             with reporting_write_errors(self.path):
+                self.handle.flush()
+                os.fsync(self.handle.fileno())
                 self.handle.close()
                 _publish(self.tmp, self.path)
         except BaseException:
