@@ -141,6 +141,8 @@ class FeatureCache:
 
         All ``world`` ranks of one run call it together; ``barrier`` synchronises them.
         """
+        if world == 1 and self.complete:  # no lock needed to reuse (the cache may be read-only)
+            return False
         with self._exclusive(rank == 0):
             if rank == 0 and not self.complete:
                 self._start()
