@@ -15,6 +15,7 @@ overrides are parsed as YAML scalars and checked the same way.
 from __future__ import annotations
 
 import difflib
+import reprlib
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -28,6 +29,34 @@ from .errors import UserError
 
 class ConfigError(UserError, ValueError):
     """A config file or override is wrong; the message names the key and the problem."""
+
+
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxlong = 3, 4, 4, 60, 60, 40
+
+
+def _quote(value) -> str:
+    """``repr(value)``, cut short: a YAML alias bomb is a tiny file whose full repr is gigabytes."""
+    text = _QUOTE.repr(value)  # bounded work: a few items of a few levels
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    line = first.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    continue
+                if line != key_node.start_mark.line + 1:
+                    raise ConfigError(f"duplicate key {_quote(key)} on line {key_node.start_mark.line + 1} "
+                                      f"(first on line {line})")
+        return super().construct_mapping(node, deep)
 
 
 @dataclass
@@ -114,7 +143,7 @@ class Config:
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
-                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+                raise ConfigError(f"{key}: {_quote(value)} is not one of {', '.join(allowed)}")
         positive = {
             "train.epochs": self.train.epochs, "train.batch_size": self.train.batch_size,
             "train.feature_views": self.train.feature_views, "train.val_beam_size": self.train.val_beam_size,
@@ -132,6 +161,12 @@ class Config:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
         if self.data.val_fraction + self.data.test_fraction >= 1:
             raise ConfigError("data.val_fraction + data.test_fraction must be below 1")
+        from .models.encoder import EncoderUnavailable, check_backbone
+
+        try:
+            check_backbone(self.model.encoder)
+        except EncoderUnavailable as error:
+            raise ConfigError(f"model.encoder: {error}") from None
         return self
 
 
@@ -149,7 +184,7 @@ def _check_value(key: str, value, tp):
             except ConfigError:
                 continue
         names = " or ".join(_type_name(t) for t in typing.get_args(tp))
-        raise ConfigError(f"{key}: expected {names}, got {value!r}")
+        raise ConfigError(f"{key}: expected {names}, got {_quote(value)}")
     if tp is type(None):
         if value is None:
             return None
@@ -164,7 +199,7 @@ def _check_value(key: str, value, tp):
     elif tp is bool or tp is str:
         if isinstance(value, tp):
             return value
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {_quote(value)}")
 
 
 def _build(cls, data, prefix: str):
@@ -174,9 +209,9 @@ def _build(cls, data, prefix: str):
     known = {f.name for f in fields(cls)}
     kwargs = {}
     for key, value in data.items():
-        full = f"{prefix}{key}"
+        full = prefix + (key if isinstance(key, str) and len(key) <= 60 else _quote(key))
         if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            close = difflib.get_close_matches(str(key)[:100], sorted(known), n=1)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else f"; known keys: {', '.join(sorted(known))}"
             raise ConfigError(f"unknown config key {full}{hint}")
         tp = hints[key]
@@ -199,21 +234,30 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {path}: expected a mapping of sections, got {type(data).__name__}")
     for override in overrides:
         key, sep, text = override.partition("=")
         if not sep or "." not in key:
-            raise ConfigError(f"override {override!r} must look like section.key=value, e.g. train.lr=3e-4")
+            raise ConfigError(f"override {_quote(override)} must look like section.key=value, e.g. train.lr=3e-4")
         section, name = key.split(".", 1)
         try:
             value = yaml.safe_load(text) if text else ""
         except yaml.YAMLError:
             value = text
-        data.setdefault(section, {})
+        if data.get(section) is None:  # absent, or "train:" with nothing under it
+            data[section] = {}
         if not isinstance(data[section], dict):
-            raise ConfigError(f"override {override!r}: {section} is not a section")
+            raise ConfigError(f"override {_quote(override)}: {section} is not a section")
         data[section][name] = value
     try:
         return config_from_dict(data)

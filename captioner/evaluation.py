@@ -171,11 +171,11 @@ def _score_split(captioner, config, split, systems, baselines, predictions, show
     if predictions:
         folder = Path(predictions)
         for name, captions in outputs.items():
-            writer = AtomicLineWriter(folder / f"{split}-{name}.jsonl")
-            for row, caption in zip(test_rows, captions):
-                writer.write(json.dumps({"image_id": records[row].image_id, "path": records[row].image_path,
-                                         "caption": caption, "references": records[row].raw}, ensure_ascii=False))
-            writer.close()
+            with AtomicLineWriter(folder / f"{split}-{name}.jsonl") as writer:
+                for row, caption in zip(test_rows, captions):
+                    writer.write(json.dumps({"image_id": records[row].image_id, "path": records[row].image_path,
+                                             "caption": caption, "references": records[row].raw},
+                                            ensure_ascii=False))
     return {"data": config.data.path, "split": split, "images": len(test_rows), "systems": results}
 
 

@@ -80,3 +80,19 @@ def tiny_checkpoint(path, seed=0, hidden=32, half=False, decoding=None):
     )
     save_checkpoint(data, path)
     return path
+
+
+def pretend_read_only(monkeypatch) -> None:
+    """Make every file system look mounted read-only to ``captioner.fileio.check_writable``
+    (tests run as root, and root cannot be kept out of a folder with permissions)."""
+    import os
+
+    import captioner.fileio as fileio
+
+    statvfs = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, path):
+            self.f_flag = statvfs(path).f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(fileio.os, "statvfs", ReadOnly)

@@ -56,3 +56,52 @@ def test_missing_config_file(tmp_path):
 def test_shipped_configs_load(path):
     config = load_config(path)
     assert config.data.path and config.data.images
+
+
+def alias_bomb(depth: int) -> str:
+    """A YAML flow list whose last item is 9 lists of 9 ... (``depth`` levels) of strings:
+    a few hundred bytes that stand for 9**depth strings."""
+    levels = ['&a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"&a{level} [{', '.join([f'*a{level - 1}'] * 9)}]" for level in range(1, depth + 1)]
+    return f"[{', '.join(levels)}]"
+
+
+@pytest.mark.parametrize("depth", [7, 9])
+def test_an_alias_bomb_as_a_typed_value_gives_a_short_error(tmp_path, depth):
+    """The full repr would be 35 MB at depth 7 and a MemoryError at depth 9."""
+    for path, overrides in [(write(tmp_path, f"train:\n  epochs: {alias_bomb(depth)}\n"), []),
+                            (None, [f"train.epochs={alias_bomb(depth)}"])]:
+        with pytest.raises(ConfigError) as info:
+            load_config(path, overrides)
+        message = str(info.value)
+        assert "train.epochs: expected int, got list [['lol', '" in message and message.endswith("...")
+        assert len(message.split("train.epochs: ", 1)[1]) < 200 and "\n" not in message
+
+
+def test_short_values_are_still_quoted_in_full():
+    with pytest.raises(ConfigError, match=r"train\.epochs: expected int, got list \[\[\[1\]\]\]$"):
+        load_config(None, ["train.epochs=[[[1]]]"])
+
+
+@pytest.mark.parametrize("text", ["- train\n- model\n", "just a string\n", "42\n"])
+@pytest.mark.parametrize("overrides", [[], ["train.epochs=2"]])
+def test_a_config_that_is_not_a_mapping_of_sections(tmp_path, text, overrides):
+    kind = {"-": "list", "j": "str", "4": "int"}[text[0]]
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), overrides)
+    assert str(info.value) == f"config {tmp_path / 'c.yaml'}: expected a mapping of sections, got {kind}"
+
+
+def test_duplicate_keys_are_errors_naming_the_key_and_lines(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "train:\n  lr: 0.1\n  epochs: 3\n  lr: 0.2\n"))
+    assert str(info.value) == f"{tmp_path / 'c.yaml'}: duplicate key 'lr' on line 4 (first on line 2)"
+    with pytest.raises(ConfigError, match="duplicate key 'train' on line 3 \\(first on line 1\\)"):
+        load_config(write(tmp_path, "train: {}\nmodel: {}\ntrain: {}\n"))
+
+
+def test_an_unknown_backbone_names_the_config_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "model:\n  encoder: resnet5\n"))
+    assert str(info.value).startswith(f"{tmp_path / 'c.yaml'}: model.encoder: unknown encoder backbone 'resnet5'")
+    assert load_config(write(tmp_path, "model:\n  encoder: resnet50\n")).model.encoder == "resnet50"

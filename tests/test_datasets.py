@@ -120,3 +120,26 @@ def test_hash_split_proportions():
     splits = [hash_split(n, 0.1, 0.2) for n in names]
     assert abs(splits.count("test") / 4000 - 0.2) < 0.03
     assert abs(splits.count("val") / 4000 - 0.1) < 0.03
+
+
+def test_caption_files_that_are_not_utf8_name_the_file_and_line(shapes, tmp_path):
+    root, _ = shapes
+    latin1 = "a red square on a caf\xe9 table".encode("latin-1")  # 0xe9 alone is not UTF-8; column 19 + 22
+    token = tmp_path / "Flickr8k.token.txt"
+    token.write_bytes(b"red_square_0.png#0\ta red square\nred_square_1.png#0\t" + latin1 + b"\n"
+                      b"red_square_2.png#0\ta red square\r\n")
+    contents = read_flickr8k(token, root / "images")
+    assert sorted(r.image_id for r in contents.records) == ["red_square_0.png", "red_square_2.png"]
+    assert contents.records[1].raw == ["a red square"]  # a Windows line end is not part of the caption
+    assert f"{token}:2: not UTF-8 text (byte 0xe9 at column 41 cannot be decoded); skipped" in map(str, contents.problems)
+    own = tmp_path / "own.jsonl"
+    own.write_bytes(b'{"image": "red_square_0.png", "caption": "' + latin1 + b'"}\n'
+                    b'{"image": "red_square_1.png", "caption": "a red square"}\n')
+    contents = read_generic(own, root / "images")
+    assert [r.image_id for r in contents.records] == ["red_square_1.png"]
+    assert any(str(p).startswith(f"{own}:1: not UTF-8 text (byte 0xe9") for p in contents.problems)
+    for name, read in [("split.json", read_karpathy), ("own.csv", read_generic), ("coco.json", read_coco)]:
+        (tmp_path / name).write_bytes(b'{"images": [], "x": "' + latin1 + b'"}' if name.endswith("json")
+                                      else b"image,caption\nred_square_0.png," + latin1 + b"\n")
+        with pytest.raises(DatasetError, match=rf"^{tmp_path / name}: not UTF-8 text \(byte 0xe9"):
+            read(tmp_path / name, root / "images")

@@ -68,7 +68,7 @@ def test_every_broken_file_gets_a_one_line_error_naming_it(tmp_path):
     expected = write_bad_files(tmp_path)
     for name, word in expected.items():
         with pytest.raises(ImageLoadError) as info:
-            load_image(tmp_path / name)
+            load_image(tmp_path / name, resize_to=256)
         message = str(info.value)
         assert "\n" not in message
         assert message.startswith(str(tmp_path / name) + ": ")
@@ -111,3 +111,46 @@ def test_image_bytes_in_memory_roundtrip(tmp_path):
     Image.new("RGB", (5, 7), (1, 2, 3)).save(buffer, "PNG")
     (tmp_path / "m.png").write_bytes(buffer.getvalue())
     assert np.asarray(load_image(tmp_path / "m.png"))[3, 2].tolist() == [1, 2, 3]
+
+
+def test_extreme_aspect_ratio_is_refused_before_resizing(tmp_path):
+    """1 x 20000 resized to a short side of 256 would be 256 x 5,120,000 pixels (gigabytes of floats)."""
+    Image.new("L", (1, 20000)).save(tmp_path / "strip.png")
+    assert (tmp_path / "strip.png").stat().st_size < 1000
+    with pytest.raises(ImageLoadError, match=r"1 x 20000 pixels would become 1,310,720,000 pixels .* 256, "
+                                             r"more than the limit of 89,478,485"):
+        load_image(tmp_path / "strip.png", resize_to=256)
+    assert load_image(tmp_path / "strip.png").size == (1, 20000)  # without a resize, 20000 pixels are fine
+    # the limit is on the resized pixels: 10 x 40 at short side 20 becomes 20 x 80 = 1600 pixels
+    Image.new("RGB", (10, 40)).save(tmp_path / "tall.png")
+    assert load_image(tmp_path / "tall.png", max_pixels=1600, resize_to=20).size == (10, 40)
+    with pytest.raises(ImageLoadError, match="aspect ratio"):
+        load_image(tmp_path / "tall.png", max_pixels=1599, resize_to=20)
+
+
+def test_bomb_message_quotes_one_limit(tmp_path):
+    (tmp_path / "b.png").write_bytes(bomb_png(20000, 20000))
+    with pytest.raises(ImageLoadError) as info:
+        load_image(tmp_path / "b.png", max_pixels=1000)
+    message = str(info.value)
+    assert "400,000,000 pixels" in message and "limit of 1,000" in message
+    assert "178" not in message and "2000" not in message and "2,000" not in message  # not PIL's 2x limit
+
+
+def test_special_files_say_what_they_are(tmp_path):
+    write_bad_files(tmp_path)
+    with pytest.raises(ImageLoadError, match=r"loop\.jpg: symlink loop"):
+        load_image(tmp_path / "loop.jpg")
+    with pytest.raises(ImageLoadError, match=r"fifo\.jpg: not a regular file \(a FIFO\)"):
+        load_image(tmp_path / "fifo.jpg")
+    with pytest.raises(ImageLoadError, match=r"not a regular file \(a character device\)"):
+        load_image("/dev/null")
+
+
+def test_a_newline_in_a_file_name_stays_on_one_line(tmp_path):
+    path = tmp_path / "two\nlines\\.jpg"
+    path.write_bytes(b"not an image")
+    with pytest.raises(ImageLoadError) as info:
+        load_image(path)
+    assert str(info.value).startswith(str(tmp_path) + "/two\\nlines\\\\.jpg: not an image")
+    assert info.value.path == str(path)

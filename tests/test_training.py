@@ -235,3 +235,23 @@ def test_self_critical_phase_raises_the_reward(shapes, tmp_path):
     assert load_checkpoint(tmp_path / "scst" / "last.pt")["training"]["config"]["train"]["objective"] == "scst"
     with pytest.raises(TrainingError, match="set train.init_from"):
         run(shapes, tmp_path / "cold", epochs=1, objective="scst")
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(shapes, tmp_path, monkeypatch, capsys):
+    import captioner.fileio as fileio
+    from test_fileio import FullDisk
+
+    fdopen = os.fdopen
+
+    def checkpoints_fail(fd, mode="r", **kwargs):
+        handle = fdopen(fd, mode, **kwargs)
+        return FullDisk(handle, 1000) if "b" in mode else handle  # checkpoints are the binary writes
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(settings(shapes, tmp_path / "run", epochs=1)))
+    monkeypatch.setattr(fileio.os, "fdopen", checkpoints_fail)
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"captioner train: error: cannot write {tmp_path / 'run'}/")
+    assert err[-1].endswith(".pt: disk full (no space left on device)")
+    assert not any(p.name.endswith(".tmp") for p in (tmp_path / "run").iterdir())

@@ -23,7 +23,7 @@ import torch
 from ..data.images import ImageLoadError, find_images, load_image
 from ..data.preprocess import pil_to_tensor
 from ..errors import ArgumentError
-from ..fileio import write_json_atomic
+from ..fileio import check_writable, write_json_atomic
 from .base import Attack, AttackResult
 from .captioner import CaptionVictim
 from .methods import make_attack
@@ -95,6 +95,7 @@ def attack_classifier(image: str | os.PathLike, out: str | os.PathLike, model: s
                       steps: int = 10, alpha: float | None = None, seed: int = 0, until_saved: bool = False,
                       max_extra_steps: int = 20, device: str | torch.device | None = None) -> ImageAttack:
     """Attack an ImageNet classifier on one image; ``target``: a class name or index (targeted)."""
+    check_writable(out, folder=True)
     pixels = read_pixels(image)
     victim = classifier_victim(model, device)
     target = None if target is None else victim.label_index(target)
@@ -129,6 +130,7 @@ def attack_caption(image: str | os.PathLike, out: str | os.PathLike, checkpoint:
                    until_saved: bool = False, max_extra_steps: int = 20,
                    device: str | torch.device | None = None) -> ImageAttack:
     """Change the caption of one image, or (``target_caption``) make the model write that caption."""
+    check_writable(out, folder=True)
     pixels = read_pixels(image)
     victim = caption_victim(checkpoint, device, decode, guide)
     targeted = target_caption is not None
@@ -210,6 +212,7 @@ def robustness(out: str | os.PathLike, eps_values: Sequence[float], model: str |
     a captioner). ``labels``: a file of lines ``image,label`` for a classifier on
     ``images``; without it accuracy becomes agreement with the clean predictions.
     """
+    check_writable(out, folder=True)
     paths, references = _report_images(images, config, split, overrides, limit)
     victim = classifier_victim(model, device) if model else caption_victim(checkpoint, device, decode)
     truth = None

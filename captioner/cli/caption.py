@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 
 import torch
 from tqdm import tqdm
 
 from ..api import Captioner, default_reader_processes
-from ..data.images import DEFAULT_MAX_PIXELS, find_images
+from ..data.images import DEFAULT_MAX_PIXELS, find_images, printable_path
 from ..decoding.settings import GUIDES
 from ..errors import ArgumentError
-from ..fileio import AtomicLineWriter
+from ..fileio import AtomicLineWriter, check_writable
 from .options import add_decoding_options, decoding_options
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "caption", help="caption images (files, folders, globs)",
-        description="Caption images. Prints 'path<TAB>caption' lines (best caption first), or JSON lines.",
+        description="Caption images. Prints 'path<TAB>caption' lines (best caption first; a backslash, tab or "
+                    "newline in a path is written as \\\\, \\t or \\n), or JSON lines.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     p.add_argument("--checkpoint", help="checkpoint file (default: the bundled default model)")
@@ -36,7 +38,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None, help="image-reading processes (default: 1 for many images on more than 2 cores, else 0)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    p.add_argument("--jsonl", metavar="FILE", help="also write JSON lines to FILE ('-': JSON lines on stdout instead)")
+    p.add_argument("--jsonl", metavar="FILE",
+                   help="also write JSON lines to FILE, complete or not at all: an interrupted run leaves FILE as it "
+                        "was ('-': JSON lines on stdout instead)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -50,49 +54,51 @@ def run(args) -> int:
     paths = find_images(args.paths)
     if not paths:
         raise ArgumentError(f"no image files found in {' '.join(args.paths)}")
+    json_to_stdout = args.jsonl == "-"
+    if args.jsonl and not json_to_stdout:
+        check_writable(args.jsonl)
     captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device)
     settings = captioner.settings(**options)
     workers = args.workers if args.workers is not None else default_reader_processes(len(paths), args.batch_size)
     generator = torch.Generator().manual_seed(args.seed)
-    json_to_stdout = args.jsonl == "-"
-    sink = AtomicLineWriter(args.jsonl) if args.jsonl and not json_to_stdout else None
     failed = 0
     progress = tqdm(total=len(paths), unit="img", disable=True if args.quiet or len(paths) < 64 else None,
                     file=sys.stderr)
-    try:
+    # The JSON lines file is published only when every image is done (see AtomicLineWriter).
+    with progress, (AtomicLineWriter(args.jsonl) if args.jsonl and not json_to_stdout else nullcontext()) as sink:
         for result in captioner.caption_files(paths, batch_size=args.batch_size, num_workers=workers,
                                               max_pixels=args.max_pixels, include=args.include,
                                               generator=generator, **settings.to_dict()):
             progress.update(1)
-            if result.error:
-                failed += 1
-                tqdm.write(f"error: {result.error}", file=sys.stderr)
-                record = {"path": result.source, "error": result.error}
-            else:
-                record = {"path": result.source, "captions": [
-                    {"caption": c.text, "log_prob": round(c.log_prob, 4), "score": round(c.score, 4),
-                     **({"truncated": True} if c.truncated else {}), **({"unmet": c.unmet} if c.unmet else {})}
-                    for c in result.captions
-                ]}
-                if result.forced:
-                    best = result.captions[0].unmet if result.captions else 0
-                    record["forced"] = [f.to_dict() for f in result.forced]
-                    if best:
-                        record["note"] = f"no caption within the maximum length meets {best} of the forced words"
-
+            failed += bool(result.error)
+            record = _record(result)
             line = json.dumps(record, ensure_ascii=False)
+            if result.error:
+                tqdm.write(f"error: {result.error}", file=sys.stderr)
             if json_to_stdout:
                 print(line, flush=True)
             elif not result.error:
                 for c in result.captions:
-                    print(f"{result.source}\t{c.text}", flush=True)
+                    print(f"{printable_path(result.source)}\t{c.text}", flush=True)
             if sink:
                 sink.write(line)
-    finally:
-        progress.close()
-        if sink:
-            sink.close()
     if failed:
         print(f"captioner caption: {failed} of {len(paths)} images could not be read", file=sys.stderr)
         return 1
     return 0
+
+
+def _record(result) -> dict:
+    if result.error:
+        return {"path": result.source, "error": result.error}
+    record = {"path": result.source, "captions": [
+        {"caption": c.text, "log_prob": round(c.log_prob, 4), "score": round(c.score, 4),
+         **({"truncated": True} if c.truncated else {}), **({"unmet": c.unmet} if c.unmet else {})}
+        for c in result.captions
+    ]}
+    if result.forced:
+        best = result.captions[0].unmet if result.captions else 0
+        record["forced"] = [f.to_dict() for f in result.forced]
+        if best:
+            record["note"] = f"no caption within the maximum length meets {best} of the forced words"
+    return record

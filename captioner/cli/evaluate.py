@@ -8,6 +8,7 @@ import argparse
 from ..config import load_config
 from ..decoding.settings import GUIDES
 from ..errors import ArgumentError
+from ..fileio import check_writable
 from .options import decoding_options
 
 
@@ -44,6 +45,10 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from ..evaluation import evaluate, format_table
 
+    if args.json_out:
+        check_writable(args.json_out)
+    if args.predictions:
+        check_writable(args.predictions, folder=True)
     config = load_config(args.config, args.overrides) if args.config else None
     for method in args.method:
         if method not in ("greedy", "beam"):

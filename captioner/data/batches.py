@@ -29,7 +29,8 @@ class ImagePathDataset(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            return index, preprocess(load_image(self.paths[index], self.max_pixels), self.spec), None
+            image = load_image(self.paths[index], self.max_pixels, resize_to=self.spec.resize_size)
+            return index, preprocess(image, self.spec), None
         except ImageLoadError as error:
             return index, None, str(error)
 

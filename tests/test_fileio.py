@@ -1,0 +1,112 @@
+"""Atomic writes: complete or untouched, and write failures as one line naming the path."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+import torch
+
+import captioner.fileio as fileio
+from captioner.checkpoint import atomic_torch_save
+from captioner.fileio import AtomicLineWriter, OutputError, check_writable
+from helpers import pretend_read_only
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+class FullDisk:
+    """A file handle that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, handle, room: int):
+        self.handle, self.room = handle, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_old_file_and_is_one_error(tmp_path, monkeypatch):
+    """torch.save turns the OSError into a RuntimeError ("unexpected pos"); the user sees the disk."""
+    path = tmp_path / "last.pt"
+    atomic_torch_save({"step": 1}, path)
+    old = path.read_bytes()
+    fdopen = os.fdopen
+    monkeypatch.setattr(fileio.os, "fdopen", lambda *a, **k: FullDisk(fdopen(*a, **k), 100))
+    with pytest.raises(OutputError) as info:
+        atomic_torch_save({"step": 2, "weights": torch.zeros(10_000)}, path)
+    assert str(info.value) == f"cannot write {path}: disk full (no space left on device)"
+    assert path.read_bytes() == old and leftovers(tmp_path) == []
+
+
+def test_line_writer_publishes_only_on_normal_exit(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+    with pytest.raises(KeyboardInterrupt):
+        with AtomicLineWriter(path) as writer:
+            writer.write("new")
+            raise KeyboardInterrupt
+    assert path.read_text() == "old\n" and leftovers(tmp_path) == []
+    with AtomicLineWriter(path) as writer:
+        writer.write("new")
+    assert path.read_text() == "new\n" and leftovers(tmp_path) == []
+
+
+def test_line_writer_onto_a_folder_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(OutputError, match="is a folder"):
+        with AtomicLineWriter(tmp_path / "taken") as writer:
+            writer.write("x")
+    assert leftovers(tmp_path) == [] and (tmp_path / "taken").is_dir()
+
+
+def test_check_writable_names_what_is_wrong(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    check_writable(tmp_path / "new" / "deeper" / "out.jsonl")  # missing folders are created later
+    check_writable(tmp_path / "folder", folder=True)
+    cases = [
+        (tmp_path / "folder", False, "it is a folder"),
+        (tmp_path / "file", True, "it is a file, not a folder"),
+        (tmp_path / "file" / "out.jsonl", False, f"{tmp_path / 'file'} is a file, not a folder"),
+        (tmp_path / "file" / "a" / "b", True, f"{tmp_path / 'file'} is a file, not a folder"),
+    ]
+    for path, folder, message in cases:
+        with pytest.raises(OutputError, match=message):
+            check_writable(path, folder=folder)
+
+
+def test_check_writable_read_only_and_permissions(tmp_path, monkeypatch):
+    """Root may write anywhere, so the file system's answers are simulated here (and for real below)."""
+    pretend_read_only(monkeypatch)
+    with pytest.raises(OutputError, match=f"cannot write {tmp_path}/out.jsonl: {tmp_path} is on a read-only file system"):
+        check_writable(tmp_path / "out.jsonl")
+    monkeypatch.undo()
+    monkeypatch.setattr(fileio.os, "access", lambda path, mode: False)
+    with pytest.raises(OutputError, match=f"permission denied for {tmp_path}"):
+        check_writable(tmp_path / "attack", folder=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions; simulated in the test above")
+def test_check_writable_on_a_real_read_only_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(OutputError, match="permission denied"):
+            check_writable(locked / "out.jsonl")
+    finally:
+        locked.chmod(0o700)
