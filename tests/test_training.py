@@ -43,7 +43,7 @@ def run(shapes, out, resume=False, **train_options):
 
 
 def weights(path):
-    return load_checkpoint(path)["decoder"]["state_dict"]
+    return load_checkpoint(path).decoder_state
 
 
 def test_loss_falls_and_checkpoints_and_log_are_written(shapes, tmp_path):
@@ -58,9 +58,9 @@ def test_loss_falls_and_checkpoints_and_log_are_written(shapes, tmp_path):
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,step,lr,train_loss") and len(rows) == 9
     best = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert best["training"]["epoch"] == result["best_epoch"]
-    assert best["decoding"]["beam_size"] == 2
-    assert best["training"]["config"]["data"]["name"] == "shapes"
+    assert best.training["epoch"] == result["best_epoch"]
+    assert best.decoding["beam_size"] == 2
+    assert best.training["config"]["data"]["name"] == "shapes"
 
 
 def test_resume_continues_bit_exactly(shapes, tmp_path):
@@ -71,8 +71,8 @@ def test_resume_continues_bit_exactly(shapes, tmp_path):
     a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "split" / "last.pt")
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    sa = load_checkpoint(tmp_path / "straight" / "last.pt")["train_state"]
-    sb = load_checkpoint(tmp_path / "split" / "last.pt")["train_state"]
+    sa = load_checkpoint(tmp_path / "straight" / "last.pt").train_state
+    sb = load_checkpoint(tmp_path / "split" / "last.pt").train_state
     assert sa["progress"] == sb["progress"] and sa["history"][-1]["train_loss"] == sb["history"][-1]["train_loss"]
 
 
@@ -91,7 +91,7 @@ def test_interrupted_run_saves_and_resumes_mid_epoch_bit_exactly(shapes, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         run(shapes, tmp_path / "broken", epochs=2)
     monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
-    saved = load_checkpoint(tmp_path / "broken" / "last.pt")["train_state"]["progress"]
+    saved = load_checkpoint(tmp_path / "broken" / "last.pt").train_state["progress"]
     assert saved == {"epoch": 1, "step": 5, "step_in_epoch": 1}
     run(shapes, tmp_path / "broken", resume=True, epochs=2)
     a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "broken" / "last.pt")
@@ -160,10 +160,10 @@ def test_fine_tuning_from_images_stores_the_encoder(shapes, tmp_path):
     run(shapes, tmp_path / "phase1", epochs=1)
     run(shapes, tmp_path / "phase2", epochs=1, fine_tune_encoder=True, batch_size=32,
         init_from=str(tmp_path / "phase1" / "last.pt"))
-    data = load_checkpoint(tmp_path / "phase2" / "last.pt")
-    assert data["encoder"]["state_dict"] is not None
+    stored = load_checkpoint(tmp_path / "phase2" / "last.pt").encoder_state
+    assert stored is not None
     before = build_encoder(EncoderSpec()).state_dict()
-    changed = [k for k, v in data["encoder"]["state_dict"].items()
+    changed = [k for k, v in stored.items()
                if v.is_floating_point() and not torch.equal(v, before[k])]
     assert changed  # the encoder's weights moved
 
@@ -209,13 +209,13 @@ def test_weight_average_is_saved_and_resumes_bit_exactly(shapes, tmp_path):
     run(shapes, tmp_path / "split", epochs=1, **options)
     run(shapes, tmp_path / "split", resume=True, epochs=3, **options)
     a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
-    for key in a["decoder"]["state_dict"]:
-        assert torch.equal(a["decoder"]["state_dict"][key], b["decoder"]["state_dict"][key]), key
-        assert torch.equal(a["train_state"]["raw_weights"]["decoder"][key],
-                           b["train_state"]["raw_weights"]["decoder"][key]), key
-    raw, averaged = a["train_state"]["raw_weights"]["decoder"], a["decoder"]["state_dict"]
+    for key in a.decoder_state:
+        assert torch.equal(a.decoder_state[key], b.decoder_state[key]), key
+        assert torch.equal(a.train_state["raw_weights"]["decoder"][key],
+                           b.train_state["raw_weights"]["decoder"][key]), key
+    raw, averaged = a.train_state["raw_weights"]["decoder"], a.decoder_state
     assert any(not torch.equal(raw[k], averaged[k]) for k in raw)  # the saved weights are the average
-    assert a["train_state"]["ema_n_averaged"] == a["training"]["step"]
+    assert a.train_state["ema_n_averaged"] == a.training["step"]
 
 
 def test_building_the_feature_cache_does_not_change_the_training_run(shapes, tmp_path):
@@ -232,6 +232,6 @@ def test_self_critical_phase_raises_the_reward(shapes, tmp_path):
                  label_smoothing=0.0, lr_schedule="constant", init_from=str(tmp_path / "xe" / "last.pt"))
     rewards = [row["train_reward"] for row in result["history"]]
     assert rewards[-1] > rewards[0]
-    assert load_checkpoint(tmp_path / "scst" / "last.pt")["training"]["config"]["train"]["objective"] == "scst"
+    assert load_checkpoint(tmp_path / "scst" / "last.pt").training["config"]["train"]["objective"] == "scst"
     with pytest.raises(TrainingError, match="set train.init_from"):
         run(shapes, tmp_path / "cold", epochs=1, objective="scst")

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from ..checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from ..config import Config, ConfigError
 from ..errors import UserError
 from ..data.batches import image_batches
@@ -84,7 +84,7 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     init = load_checkpoint(cfg.train.init_from) if cfg.train.init_from else None
     source = previous or init
     if source is not None:
-        vocab = Vocabulary.from_dict(source["vocab"])
+        vocab = Vocabulary.from_dict(source.vocab)
     else:
         vocab = Vocabulary.build((t for i in train_idx for t in records[i].tokens), min_count=cfg.data.min_word_count)
     log(info, f"vocabulary: {len(vocab)} words (min count {vocab.min_count})")
@@ -97,7 +97,7 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     ))
     model = CaptionModel(encoder, decoder)
     if source is not None:
-        _load_weights(model, source, cfg.train.init_from or str(out / "last.pt"))
+        _load_weights(model, source)
     fine_tune = cfg.train.fine_tune_encoder
     encoder.set_trainable(fine_tune, cfg.train.encoder_batchnorm)
     model.to(info.device)
@@ -235,43 +235,40 @@ def _schedule(cfg: Config, steps_per_epoch: int):
     return factor
 
 
-def _resume_point(cfg: Config, out: Path) -> dict:
+def _resume_point(cfg: Config, out: Path) -> Checkpoint:
     path = out / "last.pt"
     if not path.exists():
         raise TrainingError(f"--resume: {path} does not exist; nothing to resume (start without --resume)")
-    data = load_checkpoint(path)
-    if "train_state" not in data:
+    checkpoint = load_checkpoint(path)
+    if checkpoint.train_state is None:
         raise TrainingError(f"--resume: {path} has no training state (it is not from an unfinished run)")
-    before = _flatten(data["training"].get("config", {}))
+    before = _flatten(checkpoint.training.get("config", {}))
     now = _flatten(cfg.to_dict())
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
         raise TrainingError(f"--resume: the config differs from the run in {out} ({details}); "
                             "only epochs, early_stopping, num_workers, extract_batch_size and device may change")
-    return data
+    return checkpoint
 
 
 def _flatten(config: dict) -> dict:
     return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
 
 
-def _load_weights(model: CaptionModel, data: dict, where: str) -> None:
-    try:
-        restored = CaptionModel.from_checkpoint_data(data)
-    except ValueError as error:
-        raise CheckpointError(where, f"does not fit this config: {error}") from None
+def _load_weights(model: CaptionModel, checkpoint: Checkpoint) -> None:
+    restored = CaptionModel.from_checkpoint(checkpoint)
     if restored.decoder.config != model.decoder.config:
-        raise CheckpointError(where, f"decoder {restored.decoder.config} does not match the config's "
-                                     f"{model.decoder.config}")
+        raise checkpoint.error(f"does not fit this config: decoder {restored.decoder.config} does not match the "
+                               f"config's {model.decoder.config}")
     model.decoder.load_state_dict(restored.decoder.state_dict())
-    if data["encoder"]["state_dict"] is not None:
+    if checkpoint.encoder_state is not None:
         model.encoder.load_state_dict(restored.encoder.state_dict())
         model.encoder.fine_tuned = True
 
 
-def _restore(data: dict, optimizer, scheduler) -> tuple[Progress, list, dict]:
-    state = data["train_state"]
+def _restore(checkpoint: Checkpoint, optimizer, scheduler) -> tuple[Progress, list, dict]:
+    state = checkpoint.train_state
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng_cpu"])
@@ -289,14 +286,14 @@ def _published(model: CaptionModel, ema) -> CaptionModel:
     return averaged if isinstance(averaged, CaptionModel) else CaptionModel(model.encoder, averaged)
 
 
-def _restore_ema(model: CaptionModel, ema, data: dict) -> None:
+def _restore_ema(model: CaptionModel, ema, checkpoint: Checkpoint) -> None:
     """On --resume the checkpoint's weights (already in ``ema``, copied from ``model``) are
     the average; put the raw weights, kept in train_state, back into ``model``."""
-    raw = data["train_state"]["raw_weights"]
+    raw = checkpoint.train_state["raw_weights"]
     model.decoder.load_state_dict(raw["decoder"])
     if raw.get("encoder") is not None:
         model.encoder.load_state_dict(raw["encoder"])
-    ema.n_averaged.fill_(int(data["train_state"]["ema_n_averaged"]))
+    ema.n_averaged.fill_(int(checkpoint.train_state["ema_n_averaged"]))
 
 
 def _save(state: dict, path: Path, progress: Progress, history: list, best: dict) -> None:
@@ -324,13 +321,13 @@ def _save(state: dict, path: Path, progress: Progress, history: list, best: dict
             "encoder": raw.encoder.state_dict() if cfg.train.fine_tune_encoder else None,
         }
         train_state["ema_n_averaged"] = int(ema.n_averaged)
-    data = make_checkpoint(
+    checkpoint = make_checkpoint(
         encoder_spec=model.encoder.spec.to_dict(), decoder_config=model.decoder.config.to_dict(),
         decoder_state=model.decoder.state_dict(), vocab=vocab.to_dict(),
         encoder_state=model.encoder_state_to_save(), decoding=cfg.decode.to_dict(), training=training,
         train_state=train_state, half=cfg.train.half_checkpoint,
     )
-    save_checkpoint(data, path)
+    save_checkpoint(checkpoint, path)
 
 
 def _manifest(data_path: str) -> dict | None:
