@@ -10,7 +10,8 @@ A checkpoint is a ``torch.save``-d dict of plain values and tensors, so it loads
     vocab             {"itos": [...], "min_count": n, "tokenizer": name}
     decoding          default decoding settings (beam size, length penalty, max length)
     training          metadata (config, epoch, step, scores, data sources, ...)
-    train_state       optional: optimizer, scheduler and RNG states for an exact resume
+    train_state       optional: optimizer, scheduler and RNG states for an exact resume, and
+                      the float32 weights when the published ones are float16
 
 :class:`Checkpoint` is that layout as a typed record; only this module reads the dict.
 
@@ -38,7 +39,7 @@ FORMAT = "captioner-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("encoder", "decoder", "vocab")
 # Sections of train_state that hold copies of the weights ({"decoder": ..., "encoder": ...}).
-WEIGHT_COPIES = ("raw_weights",)
+WEIGHT_COPIES = ("raw_weights", "float32_weights")
 
 
 class CheckpointError(UserError):
@@ -139,6 +140,14 @@ class Checkpoint:
                     if isinstance(state, dict):
                         yield f"train_state {name} {part}", state
 
+    def resume_weights(self) -> "Checkpoint":
+        """This checkpoint with the float32 weights that a float16 training checkpoint keeps
+        in ``train_state`` (see :func:`make_checkpoint`), so that a resume is exact."""
+        exact = (self.train_state or {}).get("float32_weights")
+        if exact is None:
+            return self
+        return replace(self, decoder_state=exact["decoder"], encoder_state=exact["encoder"])
+
     def slim(self, half: bool = False, decoding: dict | None = None) -> "Checkpoint":
         """A release copy: no training state, optionally float16 weights and new default decoding."""
         return replace(self, encoder_state=_weights(self.encoder_state, half),
@@ -178,7 +187,11 @@ def make_checkpoint(*, encoder_spec: dict, decoder_config: dict, decoder_state: 
                     encoder_state: dict | None = None, decoding=None,
                     training: dict | None = None, train_state: dict | None = None,
                     half: bool = False) -> Checkpoint:
-    """Build a checkpoint. ``half`` stores the weights as float16."""
+    """Build a checkpoint. ``half`` stores the weights as float16; a training checkpoint then
+    also keeps them as float32 in ``train_state["float32_weights"]``, for an exact resume."""
+    if half and train_state is not None:
+        train_state = {**train_state, "float32_weights": {"decoder": _weights(decoder_state, False),
+                                                          "encoder": _weights(encoder_state, False)}}
     return Checkpoint(
         encoder_spec=encoder_spec, encoder_state=_weights(encoder_state, half), decoder_config=decoder_config,
         decoder_state=_weights(decoder_state, half), vocab=vocab,

@@ -239,6 +239,20 @@ def test_record_describe_and_slim():
     assert record.slim().decoding == {"beam_size": 4} and record.slim().describe()["resumable"] is False
 
 
+def test_half_training_checkpoint_keeps_float32_weights_for_resuming():
+    weight = torch.tensor([1 / 3, 1e-5])  # neither is a float16 number
+    record = make_checkpoint(encoder_spec={}, decoder_config={"vocab_size": 1}, decoder_state={"w": weight},
+                             vocab={"itos": ["x"]}, train_state={"progress": {}}, half=True)
+    assert record.decoder_state["w"].dtype == torch.float16
+    assert not torch.equal(record.decoder_state["w"].float(), weight)
+    exact = record.resume_weights()
+    assert torch.equal(exact.decoder_state["w"], weight) and exact.encoder_state is None
+    assert record.slim().train_state is None  # a release copy drops them with the rest of the training state
+    published = make_checkpoint(encoder_spec={}, decoder_config={"vocab_size": 1}, decoder_state={"w": weight},
+                                vocab={"itos": ["x"]}, half=True)
+    assert published.train_state is None and published.resume_weights() is published
+
+
 @pytest.mark.parametrize("part", ["decoder", "encoder"])
 def test_non_finite_weights_are_refused_naming_file_and_tensor(tiny_ckpt, lite0, tmp_path, part, examples_dir,
                                                                 capsys):

@@ -98,6 +98,19 @@ def test_interrupted_run_saves_and_resumes_mid_epoch_bit_exactly(shapes, tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_half_checkpoints_resume_bit_exactly(shapes, tmp_path):
+    options = dict(lr_schedule="constant", half_checkpoint=True)
+    run(shapes, tmp_path / "straight", epochs=2, **options)
+    run(shapes, tmp_path / "split", epochs=1, **options)
+    run(shapes, tmp_path / "split", resume=True, epochs=2, **options)
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    exact_a, exact_b = a.resume_weights().decoder_state, b.resume_weights().decoder_state
+    for key, published in a.decoder_state.items():
+        assert published.dtype == torch.float16 and exact_a[key].dtype == torch.float32
+        assert torch.equal(published, b.decoder_state[key]), key
+        assert torch.equal(exact_a[key], exact_b[key]), key
+
+
 def test_resume_refuses_a_changed_config_and_a_missing_run(shapes, tmp_path):
     run(shapes, tmp_path / "r", epochs=1)
     with pytest.raises(TrainingError, match="train.lr: 0.003 -> 0.01"):

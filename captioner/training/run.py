@@ -96,8 +96,10 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
         feature_norm=cfg.model.feature_norm,
     ))
     model = CaptionModel(encoder, decoder)
-    if source is not None:
-        _load_weights(model, source)
+    if previous is not None:
+        _load_weights(model, previous.resume_weights())
+    elif init is not None:
+        _load_weights(model, init)
     fine_tune = cfg.train.fine_tune_encoder
     encoder.set_trainable(fine_tune, cfg.train.encoder_batchnorm)
     model.to(info.device)
