@@ -15,6 +15,7 @@ from captioner.cli import main
 from captioner.config import config_from_dict
 from captioner.data.cache import FeatureCache
 from captioner.models import EncoderSpec, build_encoder
+from captioner.training import loop as training_loop
 from captioner.training.run import TrainingError, train
 from shapes import make_shapes, write_karpathy
 
@@ -80,6 +81,13 @@ def test_interrupted_run_saves_and_resumes_mid_epoch_bit_exactly(shapes, tmp_pat
     run(shapes, tmp_path / "straight", epochs=2)
     calls = {"n": 0}
     real_step = torch.optim.AdamW.step
+    before_steps = []
+
+    def states_with_a_gpu(device):  # what a CUDA run takes before each step: the CPU's and the GPUs' states
+        before_steps.append({"cpu": torch.get_rng_state(), "cuda": [torch.tensor([len(before_steps) + 1])]})
+        return before_steps[-1]
+
+    monkeypatch.setattr(training_loop, "rng_states", states_with_a_gpu)
 
     def step_then_interrupt(self, *args, **kwargs):
         calls["n"] += 1
@@ -90,9 +98,12 @@ def test_interrupted_run_saves_and_resumes_mid_epoch_bit_exactly(shapes, tmp_pat
     monkeypatch.setattr(torch.optim.AdamW, "step", step_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         run(shapes, tmp_path / "broken", epochs=2)
-    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
-    saved = load_checkpoint(tmp_path / "broken" / "last.pt").train_state["progress"]
-    assert saved == {"epoch": 1, "step": 5, "step_in_epoch": 1}
+    monkeypatch.undo()  # the real optimizer step and RNG states again
+    saved = load_checkpoint(tmp_path / "broken" / "last.pt").train_state
+    assert saved["progress"] == {"epoch": 1, "step": 5, "step_in_epoch": 1}
+    # the states from before the step in progress (the 6th), not the states at saving time
+    assert len(before_steps) == 6 and [int(s) for s in saved["rng_cuda"]] == [6]
+    assert torch.equal(saved["rng_cpu"], before_steps[5]["cpu"])
     run(shapes, tmp_path / "broken", resume=True, epochs=2)
     a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "broken" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)

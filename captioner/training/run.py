@@ -36,7 +36,7 @@ from ..metrics import score_captions
 from ..models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
 from .batches import CachedPairs, ImagePairs, caption_pairs, collate, epoch_batches
 from .distributed import Distributed, setup, teardown
-from .loop import Progress, train_one_epoch
+from .loop import Progress, rng_states, set_rng_states, train_one_epoch
 from .scst import CaptionSampler, CiderReward, scst_one_epoch
 
 # Keys that may change between a run and its --resume.
@@ -151,7 +151,7 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
 
     progress, history, best = Progress(), [], {"score": -math.inf, "epoch": -1, "bad_epochs": 0}
     if previous is not None:
-        progress, history, best = _restore(previous, optimizer, scheduler)
+        progress, history, best = _restore(previous, optimizer, scheduler, info.device)
         log(info, f"resuming at epoch {progress.epoch + 1}, step {progress.step}")
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
 
     references = {records[i].image_id: records[i].raw for i in val_idx}
     state = dict(cfg=cfg, model=model, ema=ema, vocab=vocab, optimizer=optimizer, scheduler=scheduler, out=out,
-                 contents=contents, train_images=len(train_idx))
+                 contents=contents, train_images=len(train_idx), device=info.device)
     after_step = (lambda: ema.update_parameters(model if fine_tune else decoder)) if ema is not None else None
     loader_generator = torch.Generator()  # keeps DataLoader set-up away from the global RNG
     stopped_early = False
@@ -269,13 +269,11 @@ def _load_weights(model: CaptionModel, checkpoint: Checkpoint) -> None:
         model.encoder.fine_tuned = True
 
 
-def _restore(checkpoint: Checkpoint, optimizer, scheduler) -> tuple[Progress, list, dict]:
+def _restore(checkpoint: Checkpoint, optimizer, scheduler, device: torch.device) -> tuple[Progress, list, dict]:
     state = checkpoint.train_state
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng_cpu"])
-    if torch.cuda.is_available() and state.get("rng_cuda"):
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    set_rng_states({"cpu": state["rng_cpu"], "cuda": state.get("rng_cuda")}, device)
     progress = Progress(**state["progress"])
     return progress, list(state["history"]), dict(state["best"])
 
@@ -310,10 +308,10 @@ def _save(state: dict, path: Path, progress: Progress, history: list, best: dict
                  "manifest": _manifest(cfg.data.path)},
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    rng = progress.rng_before_step or rng_states(state["device"])
     train_state = {
         "optimizer": state["optimizer"].state_dict(), "scheduler": state["scheduler"].state_dict(),
-        "rng_cpu": progress.rng_before_step if progress.rng_before_step is not None else torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "rng_cpu": rng["cpu"], "rng_cuda": rng["cuda"],
         "progress": progress.counters(), "history": history, "best": dict(best),
     }
     if ema is not None:
