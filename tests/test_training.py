@@ -122,6 +122,39 @@ def test_half_checkpoints_resume_bit_exactly(shapes, tmp_path):
         assert torch.equal(exact_a[key], exact_b[key]), key
 
 
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_path):
+    # lr 3e37 is finite, but one AdamW step takes the weights to about 3e38 (the float32 limit):
+    # the second epoch's loss is NaN
+    with pytest.raises(TrainingError, match=r"training diverged: epoch 2: the training loss became nan at step 2"):
+        run(shapes, tmp_path / "wild", epochs=3, lr=3e37, batch_size=1000, lr_schedule="constant")
+    last = load_checkpoint(tmp_path / "wild" / "last.pt")
+    assert last.training["epoch"] == 1 and last.train_state["progress"]["step"] == 1
+    assert all(bool(torch.isfinite(t).all()) for t in last.decoder_state.values())
+
+
+def test_weights_that_become_infinite_stop_the_run_before_saving(shapes, tmp_path, monkeypatch):
+    real_step = torch.optim.AdamW.step
+
+    def step_to_infinity(self, *args, **kwargs):  # a finite loss, but an update that overflows
+        result = real_step(self, *args, **kwargs)
+        self.param_groups[0]["params"][0].data.view(-1)[0] = float("inf")
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_to_infinity)
+    with pytest.raises(TrainingError, match="training diverged: epoch 1: the weights became NaN or infinite"):
+        run(shapes, tmp_path / "inf", epochs=2, batch_size=1000)
+    assert not (tmp_path / "inf" / "last.pt").exists() and not (tmp_path / "inf" / "best.pt").exists()
+
+
+def test_meteor_without_java_is_refused_before_training(shapes, tmp_path, monkeypatch):
+    from captioner.training import run as training_run
+
+    monkeypatch.setattr(training_run, "java_available", lambda: False)
+    with pytest.raises(TrainingError, match="train.val_metric METEOR needs Java"):
+        run(shapes, tmp_path / "meteor", val_metric="METEOR")
+    assert not (tmp_path / "meteor").exists()
+
+
 def test_resume_refuses_a_changed_config_and_a_missing_run(shapes, tmp_path):
     run(shapes, tmp_path / "r", epochs=1)
     with pytest.raises(TrainingError, match="train.lr: 0.003 -> 0.01"):

@@ -1,10 +1,11 @@
-"""The RNG states a resume restores (the CUDA paths via monkeypatching)."""
+"""The training step's guards and the RNG states a resume restores (CUDA paths via monkeypatching)."""
 
+import pytest
 import torch
 
 from captioner.checkpoint import Checkpoint
 from captioner.training import run as training_run
-from captioner.training.loop import Progress, rng_states, set_rng_states
+from captioner.training.loop import NonFiniteLoss, Progress, optimizer_step, rng_states, set_rng_states
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -64,3 +65,16 @@ def test_resume_restores_the_saved_gpu_states_on_a_cuda_run(monkeypatch):
     progress, _, _ = training_run._restore(checkpoint, optimizer, scheduler, CUDA)
     assert progress == Progress(epoch=1, step=5, step_in_epoch=1)
     assert [(device, int(state)) for device, state in cuda.set_calls] == [(0, 10), (1, 11)]
+
+
+def test_a_non_finite_loss_stops_before_the_weights_change():
+    parameter = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    progress = Progress(step=4)
+    optimizer_step((parameter * 2).sum(), optimizer, scheduler, progress, grad_clip=0.0)
+    assert torch.allclose(parameter.detach(), torch.full((3,), 0.8)) and progress.step == 5
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(NonFiniteLoss, match=f"became {bad} at step 6"):
+            optimizer_step((parameter * bad).sum(), optimizer, scheduler, progress, grad_clip=0.0)
+    assert torch.allclose(parameter.detach(), torch.full((3,), 0.8)) and progress.step == 5

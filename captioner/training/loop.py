@@ -26,6 +26,10 @@ class Progress:
         return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch}
 
 
+class NonFiniteLoss(ArithmeticError):
+    """The training loss became NaN or infinite (the run has diverged)."""
+
+
 def rng_states(device: torch.device) -> dict:
     """The generators a training step draws from: the CPU's, and when training on CUDA,
     every GPU's (dropout on a GPU draws from the GPU's generator)."""
@@ -46,7 +50,10 @@ def set_rng_states(states: dict, device: torch.device) -> None:
 def optimizer_step(loss: torch.Tensor, optimizer, scheduler, progress: Progress, grad_clip: float,
                    after_step=None) -> None:
     """One training step from ``loss``: backward, optional gradient clipping, optimizer and
-    schedule step, ``after_step`` (e.g. weight averaging), and the step counters."""
+    schedule step, ``after_step`` (e.g. weight averaging), and the step counters. A NaN or
+    infinite loss raises :class:`NonFiniteLoss` before it can reach the weights."""
+    if not bool(torch.isfinite(loss.detach())):
+        raise NonFiniteLoss(f"the training loss became {loss.item()} at step {progress.step + 1}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:

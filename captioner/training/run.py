@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from ..checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
-from ..config import Config, ConfigError
+from ..config import Config
 from ..errors import UserError
 from ..data.batches import image_batches
 from ..data.cache import FeatureCache
@@ -32,11 +32,11 @@ from ..data.datasets import read_dataset
 from ..data.vocab import Vocabulary
 from ..decoding import decode_texts
 from ..fileio import write_text_atomic
-from ..metrics import score_captions
+from ..metrics import java_available, score_captions
 from ..models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
 from .batches import CachedPairs, ImagePairs, caption_pairs, collate, epoch_batches
 from .distributed import Distributed, setup, teardown
-from .loop import Progress, rng_states, set_rng_states, train_one_epoch
+from .loop import NonFiniteLoss, Progress, rng_states, set_rng_states, train_one_epoch
 from .scst import CaptionSampler, CiderReward, scst_one_epoch
 
 # Keys that may change between a run and its --resume.
@@ -66,6 +66,9 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     out = Path(cfg.train.out_dir)
     torch.manual_seed(cfg.train.seed)
     previous = _resume_point(cfg, out) if resume else None
+    if cfg.train.val_metric == "METEOR" and not java_available():
+        raise TrainingError("train.val_metric METEOR needs Java (METEOR 1.5 is a Java program); "
+                            "install Java or choose another metric")
 
     contents = read_dataset(cfg.data)
     _report_problems(info, contents.problems, out, cfg.data.strict)
@@ -188,6 +191,10 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
                 log(info, f"interrupted at epoch {epoch + 1}, step {progress.step}; saved {out / 'last.pt'}; "
                           "continue with --resume")
             raise
+        except NonFiniteLoss as error:
+            raise _diverged(cfg, out, f"epoch {epoch + 1}: {error}") from None
+        if not _finite(model):
+            raise _diverged(cfg, out, f"epoch {epoch + 1}: the weights became NaN or infinite")
         progress.epoch, progress.step_in_epoch = epoch + 1, 0
         stop = False
         if info.is_main:
@@ -235,6 +242,16 @@ def _schedule(cfg: Config, steps_per_epoch: int):
         return 1.0
 
     return factor
+
+
+def _finite(model: CaptionModel) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
+
+
+def _diverged(cfg: Config, out: Path, what: str) -> TrainingError:
+    """The error of a run that diverged; its checkpoints are those of the last good epoch."""
+    kept = f"{out / 'last.pt'} is from the last good epoch" if (out / "last.pt").exists() else "no checkpoint written"
+    return TrainingError(f"training diverged: {what} (train.lr is {cfg.train.lr}; try a lower one); {kept}")
 
 
 def _resume_point(cfg: Config, out: Path) -> Checkpoint:
@@ -364,8 +381,6 @@ def _validate(model, vocab, val_features, ids, references, cfg: Config, device) 
     captions = decode_texts(model.decoder, vocab, val_features, settings, device=device)
     metrics = ("BLEU", "CIDEr-D") if cfg.train.val_metric in ("CIDEr-D", "BLEU-4") else ("BLEU", "CIDEr-D", "METEOR", "ROUGE-L")
     report = score_captions(dict(zip(ids, captions)), references, metrics=metrics)
-    if cfg.train.val_metric not in report.scores:
-        raise ConfigError(f"train.val_metric {cfg.train.val_metric!r} is not one of {sorted(report.scores)}")
     return dict(report.scores)
 
 
