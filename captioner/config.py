@@ -159,15 +159,12 @@ def _check_value(key: str, value, tp):
         if value is None:
             return None
     elif tp is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str) and _looks_numeric(value):
-            number = float(value)
-        if number is not None:
-            if not math.isfinite(number):
+        if (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+            isinstance(value, str) and _looks_numeric(value)
+        ):
+            if not math.isfinite(float(value)):
                 raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-            return number
+            return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -44,8 +44,8 @@ def test_values_and_overrides(tmp_path):
     ("", ["train.weight_decay=-.inf"], "train.weight_decay: expected a finite number"),
     ("", ["train.grad_clip=inf"], "train.grad_clip: expected a finite number, got 'inf'"),
     ("", ["decode.length_penalty=.inf"], "decode.length_penalty: expected a finite number"),
-    ("", ["train.val_metric=CIDEr"], "train.val_metric: 'CIDEr' is not one of BLEU-1, BLEU-2, BLEU-3, BLEU-4, "
-                                     "METEOR, ROUGE-L, CIDEr-D"),
+    ("", ["train.val_metric=CIDEr"],
+     "train.val_metric: 'CIDEr' is not one of BLEU-1, BLEU-2, BLEU-3, BLEU-4, METEOR, ROUGE-L, CIDEr-D"),
     ("", ["train.val_metric=bleu-4"], "train.val_metric: 'bleu-4' is not one of"),
 ])
 def test_mistakes_are_errors_naming_the_key(tmp_path, text, overrides, message):
