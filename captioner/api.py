@@ -100,14 +100,14 @@ class Captioner:
                     path, "the bundled default checkpoint is not there (this build of captioner ships "
                     "without one); pass a checkpoint of your own with --checkpoint"
                 )
-        data = load_checkpoint(path)
+        checkpoint = load_checkpoint(path)
+        model = CaptionModel.from_checkpoint(checkpoint)
         try:
-            model = CaptionModel.from_checkpoint_data(data)
-            vocab = Vocabulary.from_dict(data["vocab"])
-            decoding = DecodingSettings.from_dict(data.get("decoding"))
+            vocab = Vocabulary.from_dict(checkpoint.vocab)
+            decoding = DecodingSettings.from_dict(checkpoint.decoding)
         except (ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(path, f"damaged checkpoint: {error}") from None
-        return cls(model, vocab, device, decoding, data.get("training"))
+            raise checkpoint.error(f"damaged checkpoint: {error}") from None
+        return cls(model, vocab, device, decoding, checkpoint.training)
 
     @property
     def preprocessing(self):

@@ -15,6 +15,7 @@ overrides are parsed as YAML scalars and checked the same way.
 from __future__ import annotations
 
 import difflib
+import math
 import reprlib
 import types
 import typing
@@ -120,6 +121,9 @@ class TrainConfig:
     half_checkpoint: bool = False    # store weights as float16
 
 
+VAL_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -140,6 +144,7 @@ class Config:
             "model.feature_norm": (self.model.feature_norm, ("none", "layernorm")),
             "train.objective": (self.train.objective, ("xe", "scst")),
             "train.encoder_batchnorm": (self.train.encoder_batchnorm, ("frozen", "train")),
+            "train.val_metric": (self.train.val_metric, VAL_METRICS),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
@@ -189,9 +194,11 @@ def _check_value(key: str, value, tp):
         if value is None:
             return None
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _looks_numeric(value):
+        if (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+            isinstance(value, str) and _looks_numeric(value)
+        ):
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):

@@ -73,12 +73,12 @@ def tiny_checkpoint(path, seed=0, hidden=32, half=False, decoding=None):
     config = DecoderConfig(vocab_size=len(vocab), feature_dim=encoder.feature_dim, embed_dim=16,
                            hidden_size=hidden, num_layers=1, dropout=0.0)
     model = CaptionModel(encoder, LSTMDecoder(config))
-    data = make_checkpoint(
+    checkpoint = make_checkpoint(
         encoder_spec=encoder.spec.to_dict(), decoder_config=config.to_dict(),
         decoder_state=model.decoder.state_dict(), vocab=vocab.to_dict(),
         encoder_state=model.encoder_state_to_save(), decoding=decoding, half=half,
     )
-    save_checkpoint(data, path)
+    save_checkpoint(checkpoint, path)
     return path
 
 

@@ -22,6 +22,7 @@ def test_values_and_overrides(tmp_path):
     assert config.train.batch_size == 16 and config.model.encoder_weights is None
     assert config.train.label_smoothing == 0.1
     assert load_config(None).model.encoder == "efficientnet_lite0"
+    assert load_config(None, ["train.val_metric=BLEU-4", "train.lr=1e30"]).train.val_metric == "BLEU-4"
 
 
 @pytest.mark.parametrize("text,overrides,message", [
@@ -38,6 +39,14 @@ def test_values_and_overrides(tmp_path):
     ("", ["train.epochs"], "must look like section.key=value"),
     ("", ["train.epochs=0"], "train.epochs must be at least 1"),
     ("", ["decode.beam_size=two"], "decode.beam_size: expected int"),
+    ("train:\n  lr: .inf\n", [], "train.lr: expected a finite number, got inf"),
+    ("", ["train.lr=.nan"], "train.lr: expected a finite number, got nan"),
+    ("", ["train.weight_decay=-.inf"], "train.weight_decay: expected a finite number"),
+    ("", ["train.grad_clip=inf"], "train.grad_clip: expected a finite number, got 'inf'"),
+    ("", ["decode.length_penalty=.inf"], "decode.length_penalty: expected a finite number"),
+    ("", ["train.val_metric=CIDEr"],
+     "train.val_metric: 'CIDEr' is not one of BLEU-1, BLEU-2, BLEU-3, BLEU-4, METEOR, ROUGE-L, CIDEr-D"),
+    ("", ["train.val_metric=bleu-4"], "train.val_metric: 'bleu-4' is not one of"),
 ])
 def test_mistakes_are_errors_naming_the_key(tmp_path, text, overrides, message):
     with pytest.raises(ConfigError) as info:

@@ -22,20 +22,20 @@ def default_model():
 def test_bundled_checkpoint_is_small_documented_and_loads_on_the_cpu():
     path = default_checkpoint_path()
     assert path.is_file() and path.stat().st_size < 25 * 2**20
-    data = load_checkpoint(path)
-    assert "train_state" not in data  # a release copy, not a training checkpoint
-    assert data["encoder"]["spec"]["backbone"] == "efficientnet_lite0"
-    licences = {source["licence"] for source in data["training"]["data"]["manifest"]["sources"].values()}
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.train_state is None  # a release copy, not a training checkpoint
+    assert checkpoint.encoder_spec["backbone"] == "efficientnet_lite0"
+    licences = {source["licence"] for source in checkpoint.training["data"]["manifest"]["sources"].values()}
     assert {"GPL-2.0-or-later", "CC-BY-SA-4.0"} <= licences
     card = (ROOT / "checkpoints" / "README.md").read_text()
     for name in ("GPL-2.0-or-later", "CC BY-SA 4.0", "public domain", "captioner train --config configs/offline.yaml"):
         assert name in card, name
     # the card describes this file: its default decoding and its vocabulary
-    assert data["decoding"] == {"method": "beam", "beam_size": 5, "length_penalty": 0.5, "max_length": 16,
-                                "guide": "imagenet", "guide_threshold": 0.5}
+    assert checkpoint.decoding == {"method": "beam", "beam_size": 5, "length_penalty": 0.5, "max_length": 16,
+                                   "guide": "imagenet", "guide_threshold": 0.5}
     assert "beam size 5, length penalty 0.5, at most 16 words" in card
     assert "guided by the encoder's ImageNet classifier with threshold 0.5" in card
-    words = len(data["vocab"]["itos"]) - 4  # without <pad> <start> <end> <unk>
+    words = len(checkpoint.vocab["itos"]) - 4  # without <pad> <start> <end> <unk>
     assert f"{words} words" in card
 
 

@@ -15,6 +15,7 @@ from captioner.cli import main
 from captioner.config import config_from_dict
 from captioner.data.cache import FeatureCache
 from captioner.models import EncoderSpec, build_encoder
+from captioner.training import loop as training_loop
 from captioner.training.run import TrainingError, train
 from shapes import make_shapes, write_karpathy
 
@@ -43,7 +44,7 @@ def run(shapes, out, resume=False, **train_options):
 
 
 def weights(path):
-    return load_checkpoint(path)["decoder"]["state_dict"]
+    return load_checkpoint(path).decoder_state
 
 
 def test_loss_falls_and_checkpoints_and_log_are_written(shapes, tmp_path):
@@ -58,9 +59,9 @@ def test_loss_falls_and_checkpoints_and_log_are_written(shapes, tmp_path):
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,step,lr,train_loss") and len(rows) == 9
     best = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert best["training"]["epoch"] == result["best_epoch"]
-    assert best["decoding"]["beam_size"] == 2
-    assert best["training"]["config"]["data"]["name"] == "shapes"
+    assert best.training["epoch"] == result["best_epoch"]
+    assert best.decoding["beam_size"] == 2
+    assert best.training["config"]["data"]["name"] == "shapes"
 
 
 def test_resume_continues_bit_exactly(shapes, tmp_path):
@@ -71,8 +72,8 @@ def test_resume_continues_bit_exactly(shapes, tmp_path):
     a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "split" / "last.pt")
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    sa = load_checkpoint(tmp_path / "straight" / "last.pt")["train_state"]
-    sb = load_checkpoint(tmp_path / "split" / "last.pt")["train_state"]
+    sa = load_checkpoint(tmp_path / "straight" / "last.pt").train_state
+    sb = load_checkpoint(tmp_path / "split" / "last.pt").train_state
     assert sa["progress"] == sb["progress"] and sa["history"][-1]["train_loss"] == sb["history"][-1]["train_loss"]
 
 
@@ -80,6 +81,13 @@ def test_interrupted_run_saves_and_resumes_mid_epoch_bit_exactly(shapes, tmp_pat
     run(shapes, tmp_path / "straight", epochs=2)
     calls = {"n": 0}
     real_step = torch.optim.AdamW.step
+    before_steps = []
+
+    def states_with_a_gpu(device):  # what a CUDA run takes before each step: the CPU's and the GPUs' states
+        before_steps.append({"cpu": torch.get_rng_state(), "cuda": [torch.tensor([len(before_steps) + 1])]})
+        return before_steps[-1]
+
+    monkeypatch.setattr(training_loop, "rng_states", states_with_a_gpu)
 
     def step_then_interrupt(self, *args, **kwargs):
         calls["n"] += 1
@@ -90,12 +98,61 @@ def test_interrupted_run_saves_and_resumes_mid_epoch_bit_exactly(shapes, tmp_pat
     monkeypatch.setattr(torch.optim.AdamW, "step", step_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         run(shapes, tmp_path / "broken", epochs=2)
-    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
-    saved = load_checkpoint(tmp_path / "broken" / "last.pt")["train_state"]["progress"]
-    assert saved == {"epoch": 1, "step": 5, "step_in_epoch": 1}
+    monkeypatch.undo()  # the real optimizer step and RNG states again
+    saved = load_checkpoint(tmp_path / "broken" / "last.pt").train_state
+    assert saved["progress"] == {"epoch": 1, "step": 5, "step_in_epoch": 1}
+    # the states from before the step in progress (the 6th), not the states at saving time
+    assert len(before_steps) == 6 and [int(s) for s in saved["rng_cuda"]] == [6]
+    assert torch.equal(saved["rng_cpu"], before_steps[5]["cpu"])
     run(shapes, tmp_path / "broken", resume=True, epochs=2)
     a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "broken" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_half_checkpoints_resume_bit_exactly(shapes, tmp_path):
+    options = dict(lr_schedule="constant", half_checkpoint=True)
+    run(shapes, tmp_path / "straight", epochs=2, **options)
+    run(shapes, tmp_path / "split", epochs=1, **options)
+    run(shapes, tmp_path / "split", resume=True, epochs=2, **options)
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    exact_a, exact_b = a.resume_weights().decoder_state, b.resume_weights().decoder_state
+    for key, published in a.decoder_state.items():
+        assert published.dtype == torch.float16 and exact_a[key].dtype == torch.float32
+        assert torch.equal(published, b.decoder_state[key]), key
+        assert torch.equal(exact_a[key], exact_b[key]), key
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_path):
+    # lr 3e37 is finite, but one AdamW step takes the weights to about 3e38 (the float32 limit):
+    # the second epoch's loss is NaN
+    with pytest.raises(TrainingError, match=r"training diverged: epoch 2: the training loss became nan at step 2"):
+        run(shapes, tmp_path / "wild", epochs=3, lr=3e37, batch_size=1000, lr_schedule="constant")
+    last = load_checkpoint(tmp_path / "wild" / "last.pt")
+    assert last.training["epoch"] == 1 and last.train_state["progress"]["step"] == 1
+    assert all(bool(torch.isfinite(t).all()) for t in last.decoder_state.values())
+
+
+def test_weights_that_become_infinite_stop_the_run_before_saving(shapes, tmp_path, monkeypatch):
+    real_step = torch.optim.AdamW.step
+
+    def step_to_infinity(self, *args, **kwargs):  # a finite loss, but an update that overflows
+        result = real_step(self, *args, **kwargs)
+        self.param_groups[0]["params"][0].data.view(-1)[0] = float("inf")
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_to_infinity)
+    with pytest.raises(TrainingError, match="training diverged: epoch 1: the weights became NaN or infinite"):
+        run(shapes, tmp_path / "inf", epochs=2, batch_size=1000)
+    assert not (tmp_path / "inf" / "last.pt").exists() and not (tmp_path / "inf" / "best.pt").exists()
+
+
+def test_meteor_without_java_is_refused_before_training(shapes, tmp_path, monkeypatch):
+    from captioner.training import run as training_run
+
+    monkeypatch.setattr(training_run, "java_available", lambda: False)
+    with pytest.raises(TrainingError, match="train.val_metric METEOR needs Java"):
+        run(shapes, tmp_path / "meteor", val_metric="METEOR")
+    assert not (tmp_path / "meteor").exists()
 
 
 def test_resume_refuses_a_changed_config_and_a_missing_run(shapes, tmp_path):
@@ -160,10 +217,10 @@ def test_fine_tuning_from_images_stores_the_encoder(shapes, tmp_path):
     run(shapes, tmp_path / "phase1", epochs=1)
     run(shapes, tmp_path / "phase2", epochs=1, fine_tune_encoder=True, batch_size=32,
         init_from=str(tmp_path / "phase1" / "last.pt"))
-    data = load_checkpoint(tmp_path / "phase2" / "last.pt")
-    assert data["encoder"]["state_dict"] is not None
+    stored = load_checkpoint(tmp_path / "phase2" / "last.pt").encoder_state
+    assert stored is not None
     before = build_encoder(EncoderSpec()).state_dict()
-    changed = [k for k, v in data["encoder"]["state_dict"].items()
+    changed = [k for k, v in stored.items()
                if v.is_floating_point() and not torch.equal(v, before[k])]
     assert changed  # the encoder's weights moved
 
@@ -209,13 +266,13 @@ def test_weight_average_is_saved_and_resumes_bit_exactly(shapes, tmp_path):
     run(shapes, tmp_path / "split", epochs=1, **options)
     run(shapes, tmp_path / "split", resume=True, epochs=3, **options)
     a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
-    for key in a["decoder"]["state_dict"]:
-        assert torch.equal(a["decoder"]["state_dict"][key], b["decoder"]["state_dict"][key]), key
-        assert torch.equal(a["train_state"]["raw_weights"]["decoder"][key],
-                           b["train_state"]["raw_weights"]["decoder"][key]), key
-    raw, averaged = a["train_state"]["raw_weights"]["decoder"], a["decoder"]["state_dict"]
+    for key in a.decoder_state:
+        assert torch.equal(a.decoder_state[key], b.decoder_state[key]), key
+        assert torch.equal(a.train_state["raw_weights"]["decoder"][key],
+                           b.train_state["raw_weights"]["decoder"][key]), key
+    raw, averaged = a.train_state["raw_weights"]["decoder"], a.decoder_state
     assert any(not torch.equal(raw[k], averaged[k]) for k in raw)  # the saved weights are the average
-    assert a["train_state"]["ema_n_averaged"] == a["training"]["step"]
+    assert a.train_state["ema_n_averaged"] == a.training["step"]
 
 
 def test_building_the_feature_cache_does_not_change_the_training_run(shapes, tmp_path):
@@ -232,7 +289,7 @@ def test_self_critical_phase_raises_the_reward(shapes, tmp_path):
                  label_smoothing=0.0, lr_schedule="constant", init_from=str(tmp_path / "xe" / "last.pt"))
     rewards = [row["train_reward"] for row in result["history"]]
     assert rewards[-1] > rewards[0]
-    assert load_checkpoint(tmp_path / "scst" / "last.pt")["training"]["config"]["train"]["objective"] == "scst"
+    assert load_checkpoint(tmp_path / "scst" / "last.pt").training["config"]["train"]["objective"] == "scst"
     with pytest.raises(TrainingError, match="set train.init_from"):
         run(shapes, tmp_path / "cold", epochs=1, objective="scst")
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ..checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from ..decoding.settings import GUIDES
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..decoding.settings import GUIDES, DecodingSettings
+from ..models import CaptionModel
 from .options import add_decoding_options, decoding_options
 
 
@@ -27,38 +28,28 @@ def add_parser(subparsers) -> None:
     export.set_defaults(run=run_export)
 
 
-def describe(data: dict) -> dict:
-    training = data.get("training", {})
-    best = training.get("best", {})
-    decoder = data["decoder"]["config"]
-    weights = [t for t in data["decoder"]["state_dict"].values()]
-    return {
-        "format_version": data["format_version"],
-        "encoder": {**data["encoder"]["spec"], "fine_tuned_weights_stored": data["encoder"]["state_dict"] is not None},
-        "decoder": decoder,
-        "decoder_parameters": sum(t.numel() for t in weights),
-        "weights_dtype": str(weights[0].dtype).replace("torch.", "") if weights else None,
-        "vocabulary": {"words": len(data["vocab"]["itos"]), "min_count": data["vocab"].get("min_count")},
-        "decoding": data.get("decoding", {}),
-        "training": {
-            "epoch": training.get("epoch"), "step": training.get("step"),
-            "best": best, "data": {k: v for k, v in training.get("data", {}).items() if k != "manifest"},
-            "saved": training.get("saved"),
-        },
-        "resumable": "train_state" in data,
-    }
+def _checked(path):
+    """Load a checkpoint and check that its weights fit the model it describes, as loading
+    it for captioning would (without reading pretrained encoder weights)."""
+    checkpoint = load_checkpoint(path)
+    CaptionModel.from_checkpoint(checkpoint, pretrained_encoder=False)
+    try:
+        DecodingSettings.from_dict(checkpoint.decoding)
+    except (ValueError, TypeError) as error:
+        raise checkpoint.error(f"damaged checkpoint: {error}") from None
+    return checkpoint
 
 
 def run_info(args) -> int:
-    description = describe(load_checkpoint(args.path))
+    description = _checked(args.path).describe()
     if args.json:
         print(json.dumps(description, indent=2))
         return 0
     enc, dec = description["encoder"], description["decoder"]
-    pre = enc["preprocessing"] or {}
-    print(f"encoder:    {enc['backbone']} ({enc['weights']}), {pre.get('crop_size')} px"
+    pre = enc.get("preprocessing") or {}
+    print(f"encoder:    {enc.get('backbone')} ({enc.get('weights')}), {pre.get('crop_size')} px"
           + (", fine-tuned weights stored" if enc["fine_tuned_weights_stored"] else ""))
-    print(f"decoder:    LSTM {dec['num_layers']}x{dec['hidden_size']}, embedding {dec['embed_dim']}, "
+    print(f"decoder:    LSTM {dec.get('num_layers')}x{dec.get('hidden_size')}, embedding {dec.get('embed_dim')}, "
           f"{description['decoder_parameters']:,} parameters ({description['weights_dtype']})")
     print(f"vocabulary: {description['vocabulary']['words']} words")
     print(f"decoding:   {description['decoding']}")
@@ -79,14 +70,8 @@ def _decoding(stored: dict | None, args) -> dict | None:
 
 
 def run_export(args) -> int:
-    data = load_checkpoint(args.source)
-    training = {k: v for k, v in data.get("training", {}).items()}
-    decoding = _decoding(data.get("decoding"), args)
-    slim = make_checkpoint(
-        encoder_spec=data["encoder"]["spec"], decoder_config=data["decoder"]["config"],
-        decoder_state=data["decoder"]["state_dict"], vocab=data["vocab"], encoder_state=data["encoder"]["state_dict"],
-        decoding=decoding, training=training, half=args.half,
-    )
-    save_checkpoint(slim, args.target)
+    checkpoint = _checked(args.source)
+    decoding = _decoding(checkpoint.decoding, args)
+    save_checkpoint(checkpoint.slim(half=args.half, decoding=decoding), args.target)
     print(f"wrote {args.target} (no training state{', float16 weights' if args.half else ''}; decoding {decoding})")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checkpoint import Checkpoint
 from .decoder import DecoderConfig, LSTMDecoder
 from .encoder import EncoderSpec, ImageEncoder, build_encoder
 
@@ -33,21 +34,30 @@ class CaptionModel(nn.Module):
         return None
 
     @classmethod
-    def from_checkpoint_data(cls, data: dict) -> "CaptionModel":
-        """Rebuild the model a (validated) checkpoint dict describes. Raises ValueError on mismatches."""
-        spec = EncoderSpec.from_dict(data["encoder"]["spec"])
-        encoder_state = data["encoder"].get("state_dict")
-        encoder = build_encoder(spec, load_weights=encoder_state is None)
-        if encoder_state is not None:
-            _load(encoder, encoder_state, "encoder")
+    def from_checkpoint(cls, checkpoint: Checkpoint, pretrained_encoder: bool = True) -> "CaptionModel":
+        """Rebuild the model a checkpoint describes; a mismatch raises CheckpointError naming its file.
+
+        ``pretrained_encoder=False`` skips loading the encoder's pretrained weights when the
+        checkpoint does not store them (enough to check that everything fits)."""
+        try:
+            return cls._build(checkpoint, pretrained_encoder)
+        except (ValueError, TypeError, KeyError) as error:
+            raise checkpoint.error(f"damaged checkpoint: {error}") from None
+
+    @classmethod
+    def _build(cls, checkpoint: Checkpoint, pretrained_encoder: bool) -> "CaptionModel":
+        spec = EncoderSpec.from_dict(checkpoint.encoder_spec)
+        stored = checkpoint.encoder_state
+        encoder = build_encoder(spec, load_weights=stored is None and pretrained_encoder)
+        if stored is not None:
+            _load(encoder, stored, "encoder")
             encoder.fine_tuned = True
-        config = DecoderConfig.from_dict(data["decoder"]["config"])
-        if config.vocab_size != len(data["vocab"]["itos"]):
-            raise ValueError(
-                f"decoder has {config.vocab_size} output words but the vocabulary has {len(data['vocab']['itos'])}"
-            )
+        config = DecoderConfig.from_dict(checkpoint.decoder_config)
+        words = len(checkpoint.vocab["itos"])
+        if config.vocab_size != words:
+            raise ValueError(f"decoder has {config.vocab_size} output words but the vocabulary has {words}")
         decoder = LSTMDecoder(config)
-        _load(decoder, data["decoder"]["state_dict"], "decoder")
+        _load(decoder, checkpoint.decoder_state, "decoder")
         return cls(encoder, decoder)
 
 

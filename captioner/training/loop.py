@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 
-
 @dataclass
 class Progress:
     """Where training is; saved in checkpoints so a resume continues exactly."""
@@ -19,18 +18,42 @@ class Progress:
     epoch: int = 0           # the epoch in progress (0-based)
     step: int = 0            # optimizer steps taken so far, in all epochs
     step_in_epoch: int = 0   # optimizer steps taken in the epoch in progress
-    # The RNG state before the step in progress: what an interrupted run must save, so
-    # that the resumed run redoes that step with the same dropout masks.
-    rng_before_step: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    # The RNG states before the step in progress (see rng_states): what an interrupted run
+    # must save, so that the resumed run redoes that step with the same dropout masks.
+    rng_before_step: dict | None = field(default=None, repr=False, compare=False)
 
     def counters(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch}
 
 
+class NonFiniteLoss(ArithmeticError):
+    """The training loss became NaN or infinite (the run has diverged)."""
+
+
+def rng_states(device: torch.device) -> dict:
+    """The generators a training step draws from: the CPU's, and when training on CUDA,
+    every GPU's (dropout on a GPU draws from the GPU's generator)."""
+    cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_states(states: dict, device: torch.device) -> None:
+    """Restore what :func:`rng_states` returned; the GPUs' states only when training on CUDA
+    (for as many GPUs as are both saved and present)."""
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda":
+        for index, state in enumerate(states.get("cuda") or []):
+            if index < torch.cuda.device_count():
+                torch.cuda.set_rng_state(state, index)
+
+
 def optimizer_step(loss: torch.Tensor, optimizer, scheduler, progress: Progress, grad_clip: float,
                    after_step=None) -> None:
     """One training step from ``loss``: backward, optional gradient clipping, optimizer and
-    schedule step, ``after_step`` (e.g. weight averaging), and the step counters."""
+    schedule step, ``after_step`` (e.g. weight averaging), and the step counters. A NaN or
+    infinite loss raises :class:`NonFiniteLoss` before it can reach the weights."""
+    if not bool(torch.isfinite(loss.detach())):
+        raise NonFiniteLoss(f"the training loss became {loss.item()} at step {progress.step + 1}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -73,7 +96,7 @@ def train_one_epoch(model, optimizer, scheduler, loader, normalisers: list[float
     start = time.perf_counter()
     bar = tqdm(total=len(normalisers), desc=description, unit="batch", disable=not show, leave=False)
     for (inputs, captions, lengths), normaliser in zip(loader, normalisers):
-        progress.rng_before_step = torch.get_rng_state()
+        progress.rng_before_step = rng_states(device)
         inputs, captions, lengths = inputs.to(device), captions.to(device), lengths.to(device)
         logits = model(inputs, captions, lengths)
         loss = caption_loss(logits, captions, label_smoothing, normaliser)

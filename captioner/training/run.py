@@ -23,8 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from ..config import Config, ConfigError
+from ..checkpoint import Checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
+from ..config import Config
 from ..errors import UserError
 from ..data.batches import image_batches
 from ..data.cache import FeatureCache
@@ -32,11 +32,11 @@ from ..data.datasets import read_dataset
 from ..data.vocab import Vocabulary
 from ..decoding import decode_texts
 from ..fileio import write_text_atomic
-from ..metrics import score_captions
+from ..metrics import java_available, score_captions
 from ..models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
 from .batches import CachedPairs, ImagePairs, caption_pairs, collate, epoch_batches
 from .distributed import Distributed, setup, teardown
-from .loop import Progress, train_one_epoch
+from .loop import NonFiniteLoss, Progress, rng_states, set_rng_states, train_one_epoch
 from .scst import CaptionSampler, CiderReward, scst_one_epoch
 
 # Keys that may change between a run and its --resume.
@@ -66,6 +66,9 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     out = Path(cfg.train.out_dir)
     torch.manual_seed(cfg.train.seed)
     previous = _resume_point(cfg, out) if resume else None
+    if cfg.train.val_metric == "METEOR" and not java_available():
+        raise TrainingError("train.val_metric METEOR needs Java (METEOR 1.5 is a Java program); "
+                            "install Java or choose another metric")
 
     contents = read_dataset(cfg.data)
     _report_problems(info, contents.problems, out, cfg.data.strict)
@@ -84,7 +87,7 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     init = load_checkpoint(cfg.train.init_from) if cfg.train.init_from else None
     source = previous or init
     if source is not None:
-        vocab = Vocabulary.from_dict(source["vocab"])
+        vocab = Vocabulary.from_dict(source.vocab)
     else:
         vocab = Vocabulary.build((t for i in train_idx for t in records[i].tokens), min_count=cfg.data.min_word_count)
     log(info, f"vocabulary: {len(vocab)} words (min count {vocab.min_count})")
@@ -96,8 +99,10 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
         feature_norm=cfg.model.feature_norm,
     ))
     model = CaptionModel(encoder, decoder)
-    if source is not None:
-        _load_weights(model, source, cfg.train.init_from or str(out / "last.pt"))
+    if previous is not None:
+        _load_weights(model, previous.resume_weights())
+    elif init is not None:
+        _load_weights(model, init)
     fine_tune = cfg.train.fine_tune_encoder
     encoder.set_trainable(fine_tune, cfg.train.encoder_batchnorm)
     model.to(info.device)
@@ -149,7 +154,7 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
 
     progress, history, best = Progress(), [], {"score": -math.inf, "epoch": -1, "bad_epochs": 0}
     if previous is not None:
-        progress, history, best = _restore(previous, optimizer, scheduler)
+        progress, history, best = _restore(previous, optimizer, scheduler, info.device)
         log(info, f"resuming at epoch {progress.epoch + 1}, step {progress.step}")
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +162,7 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
 
     references = {records[i].image_id: records[i].raw for i in val_idx}
     state = dict(cfg=cfg, model=model, ema=ema, vocab=vocab, optimizer=optimizer, scheduler=scheduler, out=out,
-                 contents=contents, train_images=len(train_idx))
+                 contents=contents, train_images=len(train_idx), device=info.device)
     after_step = (lambda: ema.update_parameters(model if fine_tune else decoder)) if ema is not None else None
     loader_generator = torch.Generator()  # keeps DataLoader set-up away from the global RNG
     stopped_early = False
@@ -186,6 +191,10 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
                 log(info, f"interrupted at epoch {epoch + 1}, step {progress.step}; saved {out / 'last.pt'}; "
                           "continue with --resume")
             raise
+        except NonFiniteLoss as error:
+            raise _diverged(cfg, out, f"epoch {epoch + 1}: {error}") from None
+        if not _finite(model):
+            raise _diverged(cfg, out, f"epoch {epoch + 1}: the weights became NaN or infinite")
         progress.epoch, progress.step_in_epoch = epoch + 1, 0
         stop = False
         if info.is_main:
@@ -235,48 +244,53 @@ def _schedule(cfg: Config, steps_per_epoch: int):
     return factor
 
 
-def _resume_point(cfg: Config, out: Path) -> dict:
+def _finite(model: CaptionModel) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
+
+
+def _diverged(cfg: Config, out: Path, what: str) -> TrainingError:
+    """The error of a run that diverged; its checkpoints are those of the last good epoch."""
+    kept = f"{out / 'last.pt'} is from the last good epoch" if (out / "last.pt").exists() else "no checkpoint written"
+    return TrainingError(f"training diverged: {what} (train.lr is {cfg.train.lr}; try a lower one); {kept}")
+
+
+def _resume_point(cfg: Config, out: Path) -> Checkpoint:
     path = out / "last.pt"
     if not path.exists():
         raise TrainingError(f"--resume: {path} does not exist; nothing to resume (start without --resume)")
-    data = load_checkpoint(path)
-    if "train_state" not in data:
+    checkpoint = load_checkpoint(path)
+    if checkpoint.train_state is None:
         raise TrainingError(f"--resume: {path} has no training state (it is not from an unfinished run)")
-    before = _flatten(data["training"].get("config", {}))
+    before = _flatten(checkpoint.training.get("config", {}))
     now = _flatten(cfg.to_dict())
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:5])
         raise TrainingError(f"--resume: the config differs from the run in {out} ({details}); "
                             "only epochs, early_stopping, num_workers, extract_batch_size and device may change")
-    return data
+    return checkpoint
 
 
 def _flatten(config: dict) -> dict:
     return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
 
 
-def _load_weights(model: CaptionModel, data: dict, where: str) -> None:
-    try:
-        restored = CaptionModel.from_checkpoint_data(data)
-    except ValueError as error:
-        raise CheckpointError(where, f"does not fit this config: {error}") from None
+def _load_weights(model: CaptionModel, checkpoint: Checkpoint) -> None:
+    restored = CaptionModel.from_checkpoint(checkpoint)
     if restored.decoder.config != model.decoder.config:
-        raise CheckpointError(where, f"decoder {restored.decoder.config} does not match the config's "
-                                     f"{model.decoder.config}")
+        raise checkpoint.error(f"does not fit this config: decoder {restored.decoder.config} does not match the "
+                               f"config's {model.decoder.config}")
     model.decoder.load_state_dict(restored.decoder.state_dict())
-    if data["encoder"]["state_dict"] is not None:
+    if checkpoint.encoder_state is not None:
         model.encoder.load_state_dict(restored.encoder.state_dict())
         model.encoder.fine_tuned = True
 
 
-def _restore(data: dict, optimizer, scheduler) -> tuple[Progress, list, dict]:
-    state = data["train_state"]
+def _restore(checkpoint: Checkpoint, optimizer, scheduler, device: torch.device) -> tuple[Progress, list, dict]:
+    state = checkpoint.train_state
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng_cpu"])
-    if torch.cuda.is_available() and state.get("rng_cuda"):
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    set_rng_states({"cpu": state["rng_cpu"], "cuda": state.get("rng_cuda")}, device)
     progress = Progress(**state["progress"])
     return progress, list(state["history"]), dict(state["best"])
 
@@ -289,14 +303,14 @@ def _published(model: CaptionModel, ema) -> CaptionModel:
     return averaged if isinstance(averaged, CaptionModel) else CaptionModel(model.encoder, averaged)
 
 
-def _restore_ema(model: CaptionModel, ema, data: dict) -> None:
+def _restore_ema(model: CaptionModel, ema, checkpoint: Checkpoint) -> None:
     """On --resume the checkpoint's weights (already in ``ema``, copied from ``model``) are
     the average; put the raw weights, kept in train_state, back into ``model``."""
-    raw = data["train_state"]["raw_weights"]
+    raw = checkpoint.train_state["raw_weights"]
     model.decoder.load_state_dict(raw["decoder"])
     if raw.get("encoder") is not None:
         model.encoder.load_state_dict(raw["encoder"])
-    ema.n_averaged.fill_(int(data["train_state"]["ema_n_averaged"]))
+    ema.n_averaged.fill_(int(checkpoint.train_state["ema_n_averaged"]))
 
 
 def _save(state: dict, path: Path, progress: Progress, history: list, best: dict) -> None:
@@ -311,10 +325,10 @@ def _save(state: dict, path: Path, progress: Progress, history: list, best: dict
                  "manifest": _manifest(cfg.data.path)},
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    rng = progress.rng_before_step or rng_states(state["device"])
     train_state = {
         "optimizer": state["optimizer"].state_dict(), "scheduler": state["scheduler"].state_dict(),
-        "rng_cpu": progress.rng_before_step if progress.rng_before_step is not None else torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "rng_cpu": rng["cpu"], "rng_cuda": rng["cuda"],
         "progress": progress.counters(), "history": history, "best": dict(best),
     }
     if ema is not None:
@@ -324,13 +338,13 @@ def _save(state: dict, path: Path, progress: Progress, history: list, best: dict
             "encoder": raw.encoder.state_dict() if cfg.train.fine_tune_encoder else None,
         }
         train_state["ema_n_averaged"] = int(ema.n_averaged)
-    data = make_checkpoint(
+    checkpoint = make_checkpoint(
         encoder_spec=model.encoder.spec.to_dict(), decoder_config=model.decoder.config.to_dict(),
         decoder_state=model.decoder.state_dict(), vocab=vocab.to_dict(),
         encoder_state=model.encoder_state_to_save(), decoding=cfg.decode.to_dict(), training=training,
         train_state=train_state, half=cfg.train.half_checkpoint,
     )
-    save_checkpoint(data, path)
+    save_checkpoint(checkpoint, path)
 
 
 def _manifest(data_path: str) -> dict | None:
@@ -367,8 +381,6 @@ def _validate(model, vocab, val_features, ids, references, cfg: Config, device) 
     captions = decode_texts(model.decoder, vocab, val_features, settings, device=device)
     metrics = ("BLEU", "CIDEr-D") if cfg.train.val_metric in ("CIDEr-D", "BLEU-4") else ("BLEU", "CIDEr-D", "METEOR", "ROUGE-L")
     report = score_captions(dict(zip(ids, captions)), references, metrics=metrics)
-    if cfg.train.val_metric not in report.scores:
-        raise ConfigError(f"train.val_metric {cfg.train.val_metric!r} is not one of {sorted(report.scores)}")
     return dict(report.scores)
 
 

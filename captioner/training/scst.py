@@ -27,7 +27,7 @@ from pycocoevalcap.cider.cider_scorer import precook
 from torch import nn
 from tqdm import tqdm
 
-from .loop import optimizer_step
+from .loop import optimizer_step, rng_states
 
 
 class CiderReward:
@@ -132,7 +132,7 @@ def scst_one_epoch(sampler, decoder, optimizer, scheduler, batches: list[tuple[l
     start = time.perf_counter()
     bar = tqdm(total=len(batches), desc=description, unit="batch", disable=not show, leave=False)
     for global_batch, share in batches:
-        progress.rng_before_step = torch.get_rng_state()
+        progress.rng_before_step = rng_states(device)
         chosen = np.asarray(features[[rows[i] for i in share], 0], dtype=np.float32)
         sequence, log_prob, _ = sampler(torch.from_numpy(chosen).to(device), samples)
         scores = torch.tensor([
