@@ -10,6 +10,10 @@ from captioner.models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecod
 
 START, END = 1, 2
 
+# Every device present: tests that depend on the device run on each (a CUDA case that
+# cannot run on this machine is not generated, rather than skipped).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 class MarkovDecoder:
     """A step decoder whose next-token distribution depends only on the previous token.

@@ -11,7 +11,7 @@ from pycocoevalcap.cider.cider import Cider
 from captioner.data.vocab import Vocabulary
 from captioner.training.loop import Progress
 from captioner.training.scst import CaptionSampler, CiderReward, scst_one_epoch
-from helpers import END, START, random_decoder
+from helpers import DEVICES, END, START, random_decoder
 
 REFS = {
     "1": ["a red square", "a square that is red"],
@@ -60,9 +60,6 @@ def test_sampler_log_probs_are_those_of_the_sampled_captions():
             assert log_prob[row].item() == pytest.approx(expected.item(), abs=1e-4)
     log_prob.sum().backward()
     assert decoder.out.weight.grad is not None
-
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def test_sampler_runs_the_lstm_without_cudnn_and_restores_the_flag():
