@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captioner import Captioner
 from captioner.cli import main
 from captioner.cli.attack import parse_eps, parse_eps_list
 from test_attacks import one_thread  # noqa: F401  (autouse: one thread here too)
@@ -85,11 +86,15 @@ def test_unreadable_image_is_named(tmp_path, capsys):
 
 def test_caption_untargeted_and_targeted(tiny_ckpt, examples_dir, tmp_path, capsys):
     image = str(examples_dir / "cat.jpg")
-    assert main(["attack", "caption", image, "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path), "--json"]) == 0
+    assert main(["attack", "caption", image, "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path), "--json",
+                 "--device", "cpu"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["method"] == "fgsm" and record["before"] and record["after"]
-    assert record["changed"] == (record["before"] != record["after"]) and record["linf_255"] == 2
-    assert (tmp_path / "cat_adversarial.png").exists() and (tmp_path / "cat_figure.png").exists()
+    assert record["method"] == "fgsm" and record["linf_255"] == 2
+    # before/after are what `captioner caption` says of the input and of the saved PNG
+    captioner = Captioner.from_checkpoint(tiny_ckpt, device="cpu")
+    before, after = (captioner.caption(path)[0].text for path in (image, str(tmp_path / "cat_adversarial.png")))
+    assert (record["before"], record["after"], record["changed"]) == (before, after, before != after)
+    assert (tmp_path / "cat_figure.png").exists()
     code = main(["attack", "caption", image, "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path),
                  "--target-caption", "a dog on the grass", "--steps", "2", "--eps", "4/255"])
     assert code == 0
