@@ -22,11 +22,11 @@ class MarkovDecoder:
     Known sequence probabilities make it a hand-built test case for the searches.
     """
 
-    def __init__(self, table):
-        self.log_table = torch.tensor(table, dtype=torch.float64).log().float()
+    def __init__(self, table, device="cpu"):
+        self.log_table = torch.tensor(table, dtype=torch.float64).log().float().to(device)
 
     def init_state(self, features):
-        return torch.zeros(features.shape[0])
+        return torch.zeros(features.shape[0], device=features.device)
 
     def step(self, tokens, state):
         return self.log_table[tokens], state
