@@ -1,5 +1,6 @@
 """Encoders: every supported torchvision family splits correctly; Lite0 is the real network."""
 
+import copy
 import urllib.error
 
 import pytest
@@ -10,14 +11,16 @@ from captioner.data.images import load_image
 from captioner.data.preprocess import Preprocessing, normalize, preprocess
 from captioner.models import EncoderSpec, EncoderUnavailable, build_encoder
 from captioner.models.lite import SamePadConv2d, build_lite
+from helpers import DEVICES
 
 SMALL = Preprocessing(resize_size=72, crop_size=64)
 FAMILIES = ["resnet18", "vgg11", "alexnet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
             "convnext_tiny", "densenet121", "regnet_x_400mf", "mnasnet0_5", "efficientnet_lite0"]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backbone", FAMILIES)
-def test_body_neck_head_reproduce_the_original_network(backbone):
+def test_body_neck_head_reproduce_the_original_network(backbone, device):
     torch.manual_seed(0)
     encoder = build_encoder(EncoderSpec(backbone, weights=None, preprocessing=SMALL))
     if backbone.startswith("efficientnet_lite"):
@@ -30,8 +33,9 @@ def test_body_neck_head_reproduce_the_original_network(backbone):
     with torch.no_grad():
         for mine, original in zip(ours, theirs):
             original.copy_(mine)
-    reference.eval()
-    pixels = torch.rand(2, 3, 64, 64)
+    reference.eval().to(device)
+    encoder.to(device)
+    pixels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)).to(device)
     with torch.no_grad():
         expected = reference(normalize(pixels, SMALL))
         logits = encoder.classify(pixels)
@@ -88,14 +92,17 @@ def test_fine_tuning_keeps_batchnorm_statistics_frozen_by_default():
         encoder.set_trainable(True, batchnorm="eval")
 
 
-def test_lite0_is_the_real_pretrained_network(lite0, examples_dir):
+@pytest.mark.parametrize("device", DEVICES)
+def test_lite0_is_the_real_pretrained_network(lite0, examples_dir, device):
+    if device != "cpu":
+        lite0 = copy.deepcopy(lite0).to(device)  # the session's encoder stays on the CPU
     image = load_image(examples_dir / "coffee.jpg")
-    pixels = preprocess(image, lite0.preprocessing).unsqueeze(0)
+    pixels = preprocess(image, lite0.preprocessing).unsqueeze(0).to(device)
     with torch.no_grad():
         probs = lite0.classify(pixels).softmax(-1)[0]
     assert lite0.categories[int(probs.argmax())] == "espresso"
     assert probs.max().item() > 0.8
-    cat = preprocess(load_image(examples_dir / "cat.jpg"), lite0.preprocessing).unsqueeze(0)
+    cat = preprocess(load_image(examples_dir / "cat.jpg"), lite0.preprocessing).unsqueeze(0).to(device)
     with torch.no_grad():
         top3 = lite0.classify(cat).topk(3).indices[0].tolist()
     assert {lite0.categories[i] for i in top3} & {"tabby", "tiger cat", "Egyptian cat"}
