@@ -16,6 +16,7 @@ from captioner.config import config_from_dict
 from captioner.data.cache import FeatureCache
 from captioner.models import EncoderSpec, build_encoder
 from captioner.training.run import TrainingError, train
+from helpers import DEVICES
 from shapes import make_shapes, write_karpathy
 
 
@@ -63,11 +64,13 @@ def test_loss_falls_and_checkpoints_and_log_are_written(shapes, tmp_path):
     assert best["training"]["config"]["data"]["name"] == "shapes"
 
 
-def test_resume_continues_bit_exactly(shapes, tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_resume_continues_bit_exactly(shapes, tmp_path, device):
     # (a constant learning rate, because a cosine schedule's length depends on train.epochs)
-    run(shapes, tmp_path / "straight", epochs=4, lr_schedule="constant")
-    run(shapes, tmp_path / "split", epochs=2, lr_schedule="constant")
-    run(shapes, tmp_path / "split", resume=True, epochs=4, lr_schedule="constant")
+    options = dict(lr_schedule="constant", device=device)
+    run(shapes, tmp_path / "straight", epochs=4, **options)
+    run(shapes, tmp_path / "split", epochs=2, **options)
+    run(shapes, tmp_path / "split", resume=True, epochs=4, **options)
     a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "split" / "last.pt")
     for key in a:
         assert torch.equal(a[key], b[key]), key
@@ -254,10 +257,12 @@ def test_building_the_feature_cache_does_not_change_the_training_run(shapes, tmp
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_self_critical_phase_raises_the_reward(shapes, tmp_path):
-    run(shapes, tmp_path / "xe", epochs=2)
+@pytest.mark.parametrize("device", DEVICES)
+def test_self_critical_phase_raises_the_reward(shapes, tmp_path, device):
+    run(shapes, tmp_path / "xe", epochs=2, device=device)
     result = run(shapes, tmp_path / "scst", epochs=3, objective="scst", scst_samples=4, lr=1e-3, batch_size=12,
-                 label_smoothing=0.0, lr_schedule="constant", init_from=str(tmp_path / "xe" / "last.pt"))
+                 label_smoothing=0.0, lr_schedule="constant", init_from=str(tmp_path / "xe" / "last.pt"),
+                 device=device)
     rewards = [row["train_reward"] for row in result["history"]]
     assert rewards[-1] > rewards[0]
     assert load_checkpoint(tmp_path / "scst" / "last.pt")["training"]["config"]["train"]["objective"] == "scst"
