@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,3 +269,73 @@ def test_self_critical_phase_raises_the_reward(shapes, tmp_path, device):
     assert load_checkpoint(tmp_path / "scst" / "last.pt")["training"]["config"]["train"]["objective"] == "scst"
     with pytest.raises(TrainingError, match="set train.init_from"):
         run(shapes, tmp_path / "cold", epochs=1, objective="scst")
+
+
+# -- the pieces of a step: schedules and gradient clipping -----------------------------------------------------
+def schedule(steps_per_epoch=3, **train):
+    from captioner.training.run import _schedule
+
+    config = config_from_dict(settings((Path("/data"), Path("/data/d.json")), "/out", **train))
+    return _schedule(config, steps_per_epoch)
+
+
+def test_warm_up_then_constant():
+    factor = schedule(lr_schedule="constant", warmup_steps=4)
+    assert [factor(s) for s in range(7)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_step_schedule_multiplies_by_gamma_every_step_epochs():
+    factor = schedule(steps_per_epoch=3, lr_schedule="step", step_epochs=2, step_gamma=0.1, warmup_steps=0)
+    # epochs 0-1 (steps 0-5) at 1, epochs 2-3 at 0.1, epochs 4-5 at 0.01
+    assert [factor(s) for s in (0, 5, 6, 11, 12, 17)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01], abs=1e-15)
+
+
+def test_cosine_after_warm_up_goes_from_one_to_zero():
+    factor = schedule(steps_per_epoch=5, epochs=2, lr_schedule="cosine", warmup_steps=2)
+    # 10 steps in all: 2 of warm-up, then half a cosine over the remaining 8
+    assert [factor(s) for s in (0, 1, 2, 4, 6, 8, 10)] == pytest.approx(
+        [0.5, 1.0, 1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4)), 0.0], abs=1e-12)
+
+
+@pytest.mark.parametrize("clip, expected", [(0.0, [-3.0, -4.0]), (1.0, [-0.6, -0.8]), (10.0, [-3.0, -4.0])])
+def test_gradient_clipping_scales_the_gradient_to_the_maximum_norm(clip, expected):
+    from captioner.training.loop import Progress, optimizer_step
+
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    progress = Progress()
+    # the gradient (3, 4) has norm 5: clipped to norm 1 it is (0.6, 0.8); a limit of 10 leaves it
+    optimizer_step((weight * torch.tensor([3.0, 4.0])).sum(), optimizer, scheduler, progress, clip)
+    # (torch divides by the norm + 1e-6: a relative 2e-7 short, plus float32 rounding of values <= 4)
+    assert weight.detach().tolist() == pytest.approx(expected, abs=1e-6)
+    assert (progress.step, progress.step_in_epoch) == (1, 1)
+
+
+# -- bad records: reported in data_problems.txt, or a stop with data.strict --------------------------------------
+@pytest.fixture
+def shapes_with_a_ghost(shapes, tmp_path):
+    """The shapes dataset plus a record whose image does not exist."""
+    root, dataset = shapes
+    data = json.loads(dataset.read_text())
+    data["images"].append({"imgid": 999, "filepath": "", "filename": "ghost.png", "split": "train",
+                           "sentences": [{"raw": "a ghost", "tokens": ["a", "ghost"], "imgid": 999, "sentid": 9999}]})
+    path = tmp_path / "with_ghost.json"
+    path.write_text(json.dumps(data))
+    return root, path
+
+
+def test_bad_records_are_written_to_data_problems_and_skipped(shapes_with_a_ghost, tmp_path):
+    result = train(config_from_dict(settings(shapes_with_a_ghost, tmp_path / "run", epochs=1)))
+    problems = (tmp_path / "run" / "data_problems.txt").read_text().splitlines()
+    assert len(problems) == 1 and "ghost.png" in problems[0], problems
+    assert result["history"]  # the run went on without it
+    assert "ghost" not in load_checkpoint(tmp_path / "run" / "last.pt")["vocab"]["itos"]
+
+
+def test_strict_data_stops_at_the_first_bad_record(shapes_with_a_ghost, tmp_path):
+    config = settings(shapes_with_a_ghost, tmp_path / "strict", epochs=1)
+    config["data"]["strict"] = True
+    with pytest.raises(TrainingError, match=r"1 bad records in the data \(data.strict is on\); first: .*ghost.png"):
+        train(config_from_dict(config))
+    assert not (tmp_path / "strict" / "last.pt").exists()
