@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +143,38 @@ def test_report_for_the_captioner_on_a_dataset(tiny_ckpt, examples_dir, tmp_path
     assert [row["eps_text"] for row in report["rows"]] == ["0", "4/255"]
     assert {"BLEU-4", "CIDEr-D", "change_rate", "linf_255", "l2"} <= set(report["rows"][1])
     assert report["rows"][0]["change_rate"] == 0 and (out / "report.md").exists()
+
+
+def _readme_output(command: str) -> list[str]:
+    """The lines the README quotes after ``$ command``, up to the blank line or the elision."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split(f"$ {command}\n", 1)[1].split("\n\n", 1)[0]
+    return [line for line in block.splitlines() if line != "..."]
+
+
+def _run_readme_command(command, tmp_path, capsys, monkeypatch) -> list[str]:
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(tmp_path)  # "--out adv" writes here; the image is read from the repository
+    args = command.split()[1:]
+    args[args.index("examples/coffee.jpg")] = str(root / "examples" / "coffee.jpg")
+    assert main([*args, "--device", "cpu"]) == 0
+    return capsys.readouterr().out.replace(f"{root}/", "").splitlines()
+
+
+def test_readme_fgsm_output_is_what_the_command_prints(tmp_path, capsys, monkeypatch):
+    command = "captioner attack classify examples/coffee.jpg --eps 2/255 --out adv"
+    quoted = _readme_output(command)
+    assert len(quoted) == 8 and _run_readme_command(command, tmp_path, capsys, monkeypatch) == quoted
+
+
+def test_readme_bim_output_is_what_the_command_prints(tmp_path, capsys, monkeypatch):
+    # Ten sign steps follow the sign of gradients that are nearly zero in places, which float
+    # rounding (e.g. the CPU's thread count) can flip: the runner-up classes and the L2 norm's
+    # last digits vary between machines. What the README claims beyond them is checked exactly.
+    command = "captioner attack classify examples/coffee.jpg --target gibbon --method bim --eps 8/255 --steps 10 --out adv"
+    quoted = _readme_output(command)
+    printed = _run_readme_command(command, tmp_path, capsys, monkeypatch)
+    assert printed[:2] == quoted[:2] and printed[3] == quoted[3]  # reached the target; before; fools the model
+    assert quoted[2].startswith("after:  gibbon 99.") and printed[2].startswith("after:  gibbon 99.")
+    assert quoted[4].startswith("perturbation: L-inf 8/255, L2 ") and printed[4].startswith(
+        "perturbation: L-inf 8/255, L2 ")
