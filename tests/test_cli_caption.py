@@ -8,7 +8,10 @@ import sys
 import pytest
 
 from bad_images import write_bad_files, write_good_files
+from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.cli import main
+from captioner.data.vocab import Vocabulary
+from helpers import DEVICES
 
 
 def captions_of(stdout: str) -> dict[str, list[str]]:
@@ -127,3 +130,21 @@ def test_a_bug_keeps_its_traceback_while_bad_input_gets_one_line(tmp_path, capsy
     assert main(["caption", str(tmp_path), "--batch-size", "0"]) == 2
     err = capsys.readouterr().err
     assert err == "captioner caption: error: --batch-size must be at least 1, got 0\n"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_jsonl_marks_captions_cut_at_max_length_as_truncated(tmp_path, tiny_ckpt, examples_dir, capsys, device,
+                                                            method):
+    # the same model twice: once <end> can never win (every caption is cut at --max-length),
+    # once it always wins as soon as it may (after the one word that --min-length asks for)
+    records = {}
+    for name, end_bias in (("never_ends", -1e4), ("ends_at_once", 1e4)):
+        data = load_checkpoint(tiny_ckpt)
+        data["decoder"]["state_dict"]["out.bias"][Vocabulary.end_id] = end_bias
+        save_checkpoint(data, tmp_path / f"{name}.pt")
+        assert main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tmp_path / f"{name}.pt"),
+                     "--method", method, "--max-length", "3", "--jsonl", "-", "--device", device]) == 0
+        (records[name],) = [json.loads(line)["captions"][0] for line in capsys.readouterr().out.splitlines()]
+    assert records["never_ends"]["truncated"] is True and len(records["never_ends"]["caption"].split()) == 3
+    assert "truncated" not in records["ends_at_once"] and len(records["ends_at_once"]["caption"].split()) == 1
