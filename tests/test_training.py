@@ -339,3 +339,29 @@ def test_strict_data_stops_at_the_first_bad_record(shapes_with_a_ghost, tmp_path
     with pytest.raises(TrainingError, match=r"1 bad records in the data \(data.strict is on\); first: .*ghost.png"):
         train(config_from_dict(config))
     assert not (tmp_path / "strict" / "last.pt").exists()
+
+
+def test_feature_views_train_on_every_view(shapes, tmp_path, monkeypatch):
+    import captioner.training.run as run_module
+    from captioner.training.batches import CachedPairs
+
+    served = []
+
+    class Recording(CachedPairs):
+        def __getitem__(self, index):
+            features, ids = super().__getitem__(index)
+            row = self.pairs[index][0]
+            served.append([v for v in range(self.views)
+                           if np.array_equal(self.features[row, v].astype(np.float32), features.numpy())])
+            return features, ids
+
+    monkeypatch.setattr(run_module, "CachedPairs", Recording)
+    run(shapes, tmp_path / "views", epochs=1, feature_views=2, cache_dir=str(tmp_path / "cache"))
+    (cache,) = (tmp_path / "cache").iterdir()
+    assert json.loads((cache / "index.json").read_text())["views"] == 2
+    assert np.load(cache / "features.npy", mmap_mode="r").shape[1] == 2
+    # every sample is one of its image's two (different) views, and both are used: the view is
+    # a seeded fair draw per sample, so with 72 samples fewer than 30% of either is out of reach
+    assert served and all(len(views) == 1 for views in served)
+    counts = np.bincount([views[0] for views in served], minlength=2)
+    assert counts.min() > 0.3 * len(served), counts
