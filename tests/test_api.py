@@ -90,3 +90,21 @@ def test_unknown_word_token_is_never_generated(tiny_ckpt, examples_dir, device):
                     {"method": "sample", "num_captions": 3}):
         (result,) = captioner.caption(image, **options)
         assert result.captions and all("<unk>" not in c.text.split() for c in result.captions)
+
+
+def test_files_stream_one_batch_at_a_time(captioner, tmp_path, monkeypatch):
+    """Memory stays flat on a large folder: a result comes out before the next batch is read,
+    so at most one batch of images is held, whatever the number of files."""
+    from PIL import Image
+
+    from captioner.data.batches import ImagePathDataset
+
+    paths = []
+    for i in range(10):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (12, 9), (20 * i, 100, 200)).save(paths[-1])
+    reads = []
+    real = ImagePathDataset.__getitem__
+    monkeypatch.setattr(ImagePathDataset, "__getitem__", lambda self, i: reads.append(i) or real(self, i))
+    read_when_yielded = [len(reads) for _ in captioner.caption_files(paths, batch_size=4, method="greedy")]
+    assert read_when_yielded == [4, 4, 4, 4, 8, 8, 8, 8, 10, 10]

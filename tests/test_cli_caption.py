@@ -148,3 +148,29 @@ def test_jsonl_marks_captions_cut_at_max_length_as_truncated(tmp_path, tiny_ckpt
         (records[name],) = [json.loads(line)["captions"][0] for line in capsys.readouterr().out.splitlines()]
     assert records["never_ends"]["truncated"] is True and len(records["never_ends"]["caption"].split()) == 3
     assert "truncated" not in records["ends_at_once"] and len(records["ends_at_once"]["caption"].split()) == 1
+
+
+@pytest.mark.parametrize("images, options, shown", [(64, [], True), (63, [], False), (64, ["--quiet"], False)])
+def test_progress_bar_on_large_folders_only(tmp_path, tiny_ckpt, capsys, monkeypatch, images, options, shown):
+    """The bar is left to tqdm (shown on a terminal) from 64 images on, and never with --quiet."""
+    from PIL import Image
+
+    import captioner.cli.caption as caption_cli
+    from captioner.api import Captioner, CaptionResult
+
+    for i in range(images):
+        Image.new("RGB", (4, 4)).save(tmp_path / f"{i}.png")
+    bars = []
+
+    class Recording(caption_cli.tqdm):
+        def __init__(self, *args, **kwargs):
+            bars.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(caption_cli, "tqdm", Recording)
+    # the captions do not matter here: no need to run the network on every image
+    monkeypatch.setattr(Captioner, "caption_files",
+                        lambda self, paths, **_: (CaptionResult(p, []) for p in paths))
+    assert main(["caption", str(tmp_path), "--checkpoint", str(tiny_ckpt), "--device", "cpu", *options]) == 0
+    (bar,) = bars
+    assert bar["total"] == images and bar["disable"] is (None if shown else True)  # None: on a terminal
