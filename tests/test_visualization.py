@@ -23,6 +23,7 @@ from captioner.visualization.grid import first_conv, kernel_images, labelled_gri
 from captioner.visualization.layers import check_channels
 from captioner.visualization.param import COLOR_CORRELATION, FourierParam, PixelParam, make_param, spectrum_scale
 from captioner.visualization.transform import Compose, Jitter, Pad, RandomRotate, RandomScale, standard_transforms
+from helpers import DEVICES
 
 CATEGORIES = ["cat", "dog", "sea lion", "banana", "great white shark", "tiger shark"]
 FAST = dict(size=24, progress=False)
@@ -252,13 +253,16 @@ def test_octaves_end_at_the_requested_size_and_start_from_an_image(tiny):
     assert (result.images - photo).abs().mean() < 0.1
 
 
-def test_reported_values_are_those_of_the_saved_png(tiny, tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_reported_values_are_those_of_the_saved_png(tmp_path, device):
+    tiny = tiny_encoder().to(device)
     result = render(tiny, obj.channel("body.2", 2), 1, RenderSettings(steps=3, **FAST))
+    assert result.images.device.type == device  # the images come back on the encoder's device
     save_png(result.images[0], tmp_path / "channel.png")
     # read the file back and compute the channel's mean activation by hand:
     # normalise, conv, ReLU, conv (body.0 .. body.2), channel 2, mean over positions
     saved = torch.from_numpy(np.asarray(Image.open(tmp_path / "channel.png"), dtype=np.float32) / 255.0)
-    pixels = saved.permute(2, 0, 1).unsqueeze(0)
+    pixels = saved.permute(2, 0, 1).unsqueeze(0).to(device)
     with torch.no_grad():
         hidden = torch.relu(tiny.body[0]((pixels - tiny.mean) / tiny.std))
         expected = tiny.body[2](hidden)[0, 2].mean().item()
