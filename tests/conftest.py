@@ -4,6 +4,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests draw the same examples on every run and machine (derandomize), have no
+# per-example deadline (a loaded machine is slow, not wrong) and keep no example database
+# between runs. HYPOTHESIS_PROFILE=explore draws new random examples for a local hunt.
+settings.register_profile("ci", derandomize=True, deadline=None, database=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 sys.path.insert(0, os.path.dirname(__file__))
 

@@ -10,6 +10,10 @@ from captioner.models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecod
 
 START, END = 1, 2
 
+# Every device present: tests that depend on the device run on each (a CUDA case that
+# cannot run on this machine is not generated, rather than skipped).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 class MarkovDecoder:
     """A step decoder whose next-token distribution depends only on the previous token.
@@ -18,11 +22,11 @@ class MarkovDecoder:
     Known sequence probabilities make it a hand-built test case for the searches.
     """
 
-    def __init__(self, table):
-        self.log_table = torch.tensor(table, dtype=torch.float64).log().float()
+    def __init__(self, table, device="cpu"):
+        self.log_table = torch.tensor(table, dtype=torch.float64).log().float().to(device)
 
     def init_state(self, features):
-        return torch.zeros(features.shape[0])
+        return torch.zeros(features.shape[0], device=features.device)
 
     def step(self, tokens, state):
         return self.log_table[tokens], state

@@ -5,12 +5,13 @@ import torch
 
 from captioner import Captioner
 from captioner.data.images import ImageLoadError, load_image
-from captioner.data.preprocess import pil_to_tensor
+from captioner.data.preprocess import pil_to_tensor, preprocess
+from helpers import DEVICES
 
 
-@pytest.fixture(scope="module")
-def captioner(tiny_ckpt):
-    return Captioner.from_checkpoint(tiny_ckpt)
+@pytest.fixture(scope="module", params=DEVICES)
+def captioner(tiny_ckpt, request):
+    return Captioner.from_checkpoint(tiny_ckpt, device=request.param)
 
 
 def test_paths_pil_images_and_tensors_agree(captioner, examples_dir):
@@ -25,11 +26,32 @@ def test_paths_pil_images_and_tensors_agree(captioner, examples_dir):
     assert len(single) == 1 and single[0].text == by_path[0] and single[0].source == paths[0]
 
 
+def greedy_by_hand(captioner, pixels, max_length=20):
+    """The most probable word at every step, written out with the model's own parts:
+    preprocess -> encoder -> decoder.step, never <pad>/<start>/<unk>, no <end> first."""
+    vocab, decoder = captioner.vocab, captioner.model.decoder
+    with torch.no_grad():
+        features = captioner.model.encoder(preprocess(pixels, captioner.preprocessing).to(captioner.device))
+        texts = []
+        for row in features:
+            state, token, words = decoder.init_state(row[None]), vocab.start_id, []
+            for t in range(max_length):
+                log_probs, state = decoder.step(torch.tensor([token], device=captioner.device), state)
+                log_probs[0, list(vocab.never_generated) + ([vocab.end_id] if t == 0 else [])] = -float("inf")
+                token = int(log_probs[0].argmax())
+                if token == vocab.end_id:
+                    break
+                words.append(vocab.itos[token])
+            texts.append(" ".join(words))
+    return texts
+
+
 def test_float_tensor_batch(captioner):
-    batch = torch.rand(3, 3, 120, 90)
-    results = captioner.caption(batch, method="greedy")
-    assert len(results) == 3 and all(r.text for r in results)
-    assert [r.text for r in captioner.caption(list(batch), method="greedy")] == [r.text for r in results]
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.rand(3, 3, 120, 90, generator=generator)
+    results = captioner.caption(batch, method="greedy", guide="none")
+    assert [r.text for r in results] == greedy_by_hand(captioner, batch)
+    assert all(r.text for r in results)
 
 
 def test_n_best_and_decoding_options(captioner, examples_dir):
@@ -57,8 +79,9 @@ def test_device_choice(tiny_ckpt):
     assert Captioner.from_checkpoint(tiny_ckpt, device="cpu").device.type == "cpu"
 
 
-def test_unknown_word_token_is_never_generated(tiny_ckpt, examples_dir):
-    captioner = Captioner.from_checkpoint(tiny_ckpt)
+@pytest.mark.parametrize("device", DEVICES)
+def test_unknown_word_token_is_never_generated(tiny_ckpt, examples_dir, device):
+    captioner = Captioner.from_checkpoint(tiny_ckpt, device=device)
     unk = captioner.vocab.unk_id
     with torch.no_grad():
         captioner.model.decoder.out.bias[unk] = 100.0  # the model now wants <unk> everywhere
@@ -67,3 +90,21 @@ def test_unknown_word_token_is_never_generated(tiny_ckpt, examples_dir):
                     {"method": "sample", "num_captions": 3}):
         (result,) = captioner.caption(image, **options)
         assert result.captions and all("<unk>" not in c.text.split() for c in result.captions)
+
+
+def test_files_stream_one_batch_at_a_time(captioner, tmp_path, monkeypatch):
+    """Memory stays flat on a large folder: a result comes out before the next batch is read,
+    so at most one batch of images is held, whatever the number of files."""
+    from PIL import Image
+
+    from captioner.data.batches import ImagePathDataset
+
+    paths = []
+    for i in range(10):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (12, 9), (20 * i, 100, 200)).save(paths[-1])
+    reads = []
+    real = ImagePathDataset.__getitem__
+    monkeypatch.setattr(ImagePathDataset, "__getitem__", lambda self, i: reads.append(i) or real(self, i))
+    read_when_yielded = [len(reads) for _ in captioner.caption_files(paths, batch_size=4, method="greedy")]
+    assert read_when_yielded == [4, 4, 4, 4, 8, 8, 8, 8, 10, 10]

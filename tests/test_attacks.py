@@ -10,6 +10,7 @@ from torch import nn
 from captioner.attacks import BIM, FGSM, PGD, AttackResult, ClassifierVictim, PixelClassifier, make_attack
 from captioner.data.images import load_image
 from captioner.data.preprocess import pil_to_tensor
+from helpers import DEVICES
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,9 +46,10 @@ def expected(*values):
     return torch.tensor(values).view(1, 3, 1, 3)
 
 
-def test_fgsm_known_answers_untargeted_and_targeted():
-    model = Linear(W)
-    assert model(X).argmax().item() == 0  # logits 0.2, -2.11, -0.4
+@pytest.mark.parametrize("device", DEVICES)
+def test_fgsm_known_answers_untargeted_and_targeted(device):
+    model = Linear(W).to(device)  # the attack moves the inputs to the model and the results back
+    assert model(X.to(device)).argmax().item() == 0  # logits 0.2, -2.11, -0.4
     # d CE(0)/dx = -(1-p0) W0 + p1 W1 + p2 W2: moves against W0's signs and along W1's and W2's;
     # pixel 1 clamps at 1, pixel 2 at 0, pixel 8 has no gradient.
     untargeted = FGSM(model, eps=0.1)(X)
@@ -57,8 +59,9 @@ def test_fgsm_known_answers_untargeted_and_targeted():
     assert torch.allclose(targeted, expected(0.4, 1.0, 0.0, 0.3, 0.87, 0.4, 0.6, 0.5, 0.7), atol=1e-6)
 
 
-def test_bim_and_pgd_known_answers():
-    model = Linear(W)
+@pytest.mark.parametrize("device", DEVICES)
+def test_bim_and_pgd_known_answers(device):
+    model = Linear(W).to(device)
     # the gradient's signs are constant here, so each step moves every pixel by alpha until the ball's edge
     two_steps = BIM(model, eps=0.1, alpha=0.04, steps=2)(X, target=1)
     assert torch.allclose(two_steps, expected(0.42, 1.0, 0.0, 0.28, 0.89, 0.38, 0.58, 0.52, 0.7), atol=1e-6)
@@ -265,7 +268,7 @@ def test_unknown_label_names_the_closest_ones(lite0):
 
 
 # -- the captioner ------------------------------------------------------------------------------------------------
-def _brightness_captioner():
+def _brightness_captioner(device="cpu"):
     """A tiny captioner, trained in a second: "a black cat sits" for dark images, "a white dog runs" for bright ones."""
     from captioner.api import Captioner
     from captioner.data.preprocess import Preprocessing
@@ -289,7 +292,7 @@ def _brightness_captioner():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return Captioner(model, vocab, device="cpu", decoding={"method": "greedy", "max_length": 6})
+    return Captioner(model, vocab, device=device, decoding={"method": "greedy", "max_length": 6})
 
 
 @pytest.fixture(scope="module")
@@ -299,23 +302,35 @@ def brightness():
     return CaptionVictim(_brightness_captioner())
 
 
+@pytest.fixture(scope="module", params=DEVICES)
+def brightness_on(request):
+    """The brightness captioner (trained on the CPU) on each device present."""
+    from captioner.attacks import CaptionVictim
+
+    return CaptionVictim(_brightness_captioner(request.param)), torch.device(request.param)
+
+
 DARK = torch.full((2, 3, 21, 30), 0.2)
 
 
-def test_untargeted_attack_changes_the_caption(brightness):
-    assert brightness.describe(brightness.predict(DARK)) == ["a black cat sits"] * 2
+def test_untargeted_attack_changes_the_caption(brightness_on):
+    brightness, device = brightness_on
+    dark = DARK.to(device)
+    assert brightness.describe(brightness.predict(dark)) == ["a black cat sits"] * 2
     result = FGSM(brightness, eps=0.5).run(DARK)
     assert brightness.describe(result.clean_predictions) == ["a black cat sits"] * 2
     assert result.saved_fooled.all() and "a black cat sits" not in brightness.describe(result.saved_predictions)
-    clean_caption = result.labels
-    assert (brightness.loss(result.saved, clean_caption) > brightness.loss(DARK, clean_caption)).all()
+    clean_caption = result.labels.to(device)
+    assert (brightness.loss(result.saved.to(device), clean_caption) > brightness.loss(dark, clean_caption)).all()
 
 
-def test_targeted_caption_is_reached_and_its_loss_falls(brightness):
+def test_targeted_caption_is_reached_and_its_loss_falls(brightness_on):
+    brightness, device = brightness_on
+    dark = DARK.to(device)
     result = BIM(brightness, eps=0.6, steps=10).run(DARK, target="A white dog runs")
     assert result.saved_fooled.all() and brightness.describe(result.saved_predictions) == ["a white dog runs"] * 2
-    target = brightness.labels_from("a white dog runs", 2)
-    assert (brightness.loss(result.saved, target) < brightness.loss(DARK, target)).all()
+    target = brightness.labels_from("a white dog runs", 2).to(device)
+    assert (brightness.loss(result.saved.to(device), target) < brightness.loss(dark, target)).all()
     assert float((result.saved - DARK).abs().max()) <= 0.6 + 1e-6
     with pytest.raises(ValueError, match="'zebra' not in the model's vocabulary"):
         brightness.labels_from("a white zebra runs", 1)

@@ -2,11 +2,13 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from captioner import Captioner
 from captioner.cli import main
 from captioner.cli.attack import parse_eps, parse_eps_list
 from test_attacks import one_thread  # noqa: F401  (autouse: one thread here too)
@@ -85,11 +87,15 @@ def test_unreadable_image_is_named(tmp_path, capsys):
 
 def test_caption_untargeted_and_targeted(tiny_ckpt, examples_dir, tmp_path, capsys):
     image = str(examples_dir / "cat.jpg")
-    assert main(["attack", "caption", image, "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path), "--json"]) == 0
+    assert main(["attack", "caption", image, "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path), "--json",
+                 "--device", "cpu"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["method"] == "fgsm" and record["before"] and record["after"]
-    assert record["changed"] == (record["before"] != record["after"]) and record["linf_255"] == 2
-    assert (tmp_path / "cat_adversarial.png").exists() and (tmp_path / "cat_figure.png").exists()
+    assert record["method"] == "fgsm" and record["linf_255"] == 2
+    # before/after are what `captioner caption` says of the input and of the saved PNG
+    captioner = Captioner.from_checkpoint(tiny_ckpt, device="cpu")
+    before, after = (captioner.caption(path)[0].text for path in (image, str(tmp_path / "cat_adversarial.png")))
+    assert (record["before"], record["after"], record["changed"]) == (before, after, before != after)
+    assert (tmp_path / "cat_figure.png").exists()
     code = main(["attack", "caption", image, "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path),
                  "--target-caption", "a dog on the grass", "--steps", "2", "--eps", "4/255"])
     assert code == 0
@@ -171,3 +177,38 @@ def test_an_attacked_caption_never_contains_unk(tiny_ckpt, examples_dir):
     (caption,) = victim.describe(victim.predict(pixels))
     assert caption and "<unk>" not in caption.split()
     assert caption == captioner.caption(str(examples_dir / "cat.jpg"), method="beam", guide="none")[0].text
+
+
+def _readme_output(command: str) -> list[str]:
+    """The lines the README quotes after ``$ command``, up to the blank line or the elision."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split(f"$ {command}\n", 1)[1].split("\n\n", 1)[0]
+    return [line for line in block.splitlines() if line != "..."]
+
+
+def _run_readme_command(command, tmp_path, capsys, monkeypatch) -> list[str]:
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(tmp_path)  # "--out adv" writes here; the image is read from the repository
+    args = command.split()[1:]
+    args[args.index("examples/coffee.jpg")] = str(root / "examples" / "coffee.jpg")
+    assert main([*args, "--device", "cpu"]) == 0
+    return capsys.readouterr().out.replace(f"{root}/", "").splitlines()
+
+
+def test_readme_fgsm_output_is_what_the_command_prints(tmp_path, capsys, monkeypatch):
+    command = "captioner attack classify examples/coffee.jpg --eps 2/255 --out adv"
+    quoted = _readme_output(command)
+    assert len(quoted) == 8 and _run_readme_command(command, tmp_path, capsys, monkeypatch) == quoted
+
+
+def test_readme_bim_output_is_what_the_command_prints(tmp_path, capsys, monkeypatch):
+    # Ten sign steps follow the sign of gradients that are nearly zero in places, which float
+    # rounding (e.g. the CPU's thread count) can flip: the runner-up classes and the L2 norm's
+    # last digits vary between machines. What the README claims beyond them is checked exactly.
+    command = "captioner attack classify examples/coffee.jpg --target gibbon --method bim --eps 8/255 --steps 10 --out adv"
+    quoted = _readme_output(command)
+    printed = _run_readme_command(command, tmp_path, capsys, monkeypatch)
+    assert printed[:2] == quoted[:2] and printed[3] == quoted[3]  # reached the target; before; fools the model
+    assert quoted[2].startswith("after:  gibbon 99.") and printed[2].startswith("after:  gibbon 99.")
+    assert quoted[4].startswith("perturbation: L-inf 8/255, L2 ") and printed[4].startswith(
+        "perturbation: L-inf 8/255, L2 ")

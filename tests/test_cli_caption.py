@@ -8,7 +8,10 @@ import sys
 import pytest
 
 from bad_images import write_bad_files, write_good_files
+from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.cli import main
+from captioner.data.vocab import Vocabulary
+from helpers import DEVICES
 
 
 def captions_of(stdout: str) -> dict[str, list[str]]:
@@ -127,3 +130,47 @@ def test_a_bug_keeps_its_traceback_while_bad_input_gets_one_line(tmp_path, capsy
     assert main(["caption", str(tmp_path), "--batch-size", "0"]) == 2
     err = capsys.readouterr().err
     assert err == "captioner caption: error: --batch-size must be at least 1, got 0\n"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_jsonl_marks_captions_cut_at_max_length_as_truncated(tmp_path, tiny_ckpt, examples_dir, capsys, device,
+                                                            method):
+    # the same model twice: once <end> can never win (every caption is cut at --max-length),
+    # once it always wins as soon as it may (after the one word that --min-length asks for)
+    records = {}
+    for name, end_bias in (("never_ends", -1e4), ("ends_at_once", 1e4)):
+        data = load_checkpoint(tiny_ckpt)
+        data["decoder"]["state_dict"]["out.bias"][Vocabulary.end_id] = end_bias
+        save_checkpoint(data, tmp_path / f"{name}.pt")
+        assert main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tmp_path / f"{name}.pt"),
+                     "--method", method, "--max-length", "3", "--jsonl", "-", "--device", device]) == 0
+        (records[name],) = [json.loads(line)["captions"][0] for line in capsys.readouterr().out.splitlines()]
+    assert records["never_ends"]["truncated"] is True and len(records["never_ends"]["caption"].split()) == 3
+    assert "truncated" not in records["ends_at_once"] and len(records["ends_at_once"]["caption"].split()) == 1
+
+
+@pytest.mark.parametrize("images, options, shown", [(64, [], True), (63, [], False), (64, ["--quiet"], False)])
+def test_progress_bar_on_large_folders_only(tmp_path, tiny_ckpt, capsys, monkeypatch, images, options, shown):
+    """The bar is left to tqdm (shown on a terminal) from 64 images on, and never with --quiet."""
+    from PIL import Image
+
+    import captioner.cli.caption as caption_cli
+    from captioner.api import Captioner, CaptionResult
+
+    for i in range(images):
+        Image.new("RGB", (4, 4)).save(tmp_path / f"{i}.png")
+    bars = []
+
+    class Recording(caption_cli.tqdm):
+        def __init__(self, *args, **kwargs):
+            bars.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(caption_cli, "tqdm", Recording)
+    # the captions do not matter here: no need to run the network on every image
+    monkeypatch.setattr(Captioner, "caption_files",
+                        lambda self, paths, **_: (CaptionResult(p, []) for p in paths))
+    assert main(["caption", str(tmp_path), "--checkpoint", str(tiny_ckpt), "--device", "cpu", *options]) == 0
+    (bar,) = bars
+    assert bar["total"] == images and bar["disable"] is (None if shown else True)  # None: on a terminal

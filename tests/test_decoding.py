@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captioner.decoding import beam_search, greedy, sample
-from helpers import END, START, MarkovDecoder, markov_table, random_decoder, sequence_log_prob
+from helpers import DEVICES, END, START, MarkovDecoder, markov_table, random_decoder, sequence_log_prob
 
 A, B, X, Y, Z, C = 3, 4, 5, 6, 7, 8
 
@@ -22,18 +22,23 @@ TRAP = markov_table({
 }, vocab_size=9)
 
 
-def run(fn, table, batch=1, **kwargs):
-    return fn(MarkovDecoder(table), torch.zeros(batch, 1), START, END, **kwargs)
+def run(fn, table, batch=1, device="cpu", **kwargs):
+    return fn(MarkovDecoder(table, device), torch.zeros(batch, 1, device=device), START, END, **kwargs)
 
 
-def test_greedy_falls_into_the_trap():
-    (h,) = run(greedy, TRAP)
+on_every_device = pytest.mark.parametrize("device", DEVICES)
+
+
+@on_every_device
+def test_greedy_falls_into_the_trap(device):
+    (h,) = run(greedy, TRAP, device=device)
     assert h.tokens == (A, X)
     assert h.log_prob == pytest.approx(math.log(0.33), abs=1e-5)
 
 
-def test_beam_search_finds_the_more_probable_sequence():
-    (hyps,) = run(beam_search, TRAP, beam_size=2, num_return=2)
+@on_every_device
+def test_beam_search_finds_the_more_probable_sequence(device):
+    (hyps,) = run(beam_search, TRAP, device=device, beam_size=2, num_return=2)
     assert hyps[0].tokens == (B, Z)
     assert hyps[0].log_prob == pytest.approx(math.log(0.36), abs=1e-5)
     assert hyps[1].tokens == (A, X)
@@ -71,44 +76,48 @@ def test_wide_beam_finds_the_exact_optimum_found_by_enumeration(seed):
     assert hyps[0].tokens == truth[0][0]
 
 
-def test_length_penalty_changes_the_ranking_as_expected():
+@on_every_device
+def test_length_penalty_changes_the_ranking_as_expected(device):
     # [A] has p = 0.52 (per token 0.52 ** 0.5); [A, B, C] has p = 0.456 (per token 0.456 ** 0.25).
     table = markov_table({
         START: {A: 1.0}, A: {END: 0.52, B: 0.48}, B: {C: 0.95, END: 0.05}, C: {END: 1.0},
     }, vocab_size=9)
-    (plain,) = run(beam_search, table, beam_size=2, length_penalty=0.0)
-    (normalised,) = run(beam_search, table, beam_size=2, length_penalty=1.0)
+    (plain,) = run(beam_search, table, device=device, beam_size=2, length_penalty=0.0)
+    (normalised,) = run(beam_search, table, device=device, beam_size=2, length_penalty=1.0)
     assert plain[0].tokens == (A,)
     assert normalised[0].tokens == (A, B, C)
     assert normalised[0].score == pytest.approx(math.log(0.48 * 0.95) / 4, abs=1e-5)
 
 
-def test_no_end_within_max_length_still_returns_a_truncated_caption():
+@on_every_device
+def test_no_end_within_max_length_still_returns_a_truncated_caption(device):
     # <end> has probability 0 everywhere: no search can ever choose it.
     never_ends = markov_table({START: {A: 0.7, B: 0.3}, A: {A: 0.9, B: 0.1}, B: {A: 1.0}}, vocab_size=9)
-    g = run(greedy, never_ends, max_length=4)[0]
-    beams = run(beam_search, never_ends, beam_size=3, max_length=4, num_return=3)[0]
-    samples = run(sample, never_ends, max_length=4, num_samples=5)[0]
+    g = run(greedy, never_ends, device=device, max_length=4)[0]
+    beams = run(beam_search, never_ends, device=device, beam_size=3, max_length=4, num_return=3)[0]
+    samples = run(sample, never_ends, device=device, max_length=4, num_samples=5)[0]
     assert g.tokens == (A, A, A, A) and g.truncated
     assert len(beams) == 3 and beams[0].tokens == (A, A, A, A)
     for h in [g, *beams, *samples]:
         assert len(h.tokens) == 4 and h.truncated and h.log_prob == -math.inf
 
 
-def test_truncated_caption_log_prob_includes_the_forced_end():
+@on_every_device
+def test_truncated_caption_log_prob_includes_the_forced_end(device):
     rarely_ends = markov_table({START: {A: 0.99, END: 0.01}, A: {A: 0.99, END: 0.01}}, vocab_size=9)
-    (h,) = run(greedy, rarely_ends, max_length=4)
+    (h,) = run(greedy, rarely_ends, device=device, max_length=4)
     assert h.tokens == (A, A, A, A) and h.truncated
     assert h.log_prob == pytest.approx(4 * math.log(0.99) + math.log(0.01), abs=1e-4)
     # beam search prefers the shortest sequence here: every extra word costs log(0.99)
-    (best,) = run(beam_search, rarely_ends, beam_size=3, max_length=4, length_penalty=0.0)[0]
+    (best,) = run(beam_search, rarely_ends, device=device, beam_size=3, max_length=4, length_penalty=0.0)[0]
     assert best.tokens == (A,) and not best.truncated
 
 
-def test_min_length_forbids_empty_captions():
+@on_every_device
+def test_min_length_forbids_empty_captions(device):
     table = markov_table({START: {END: 0.9, A: 0.1}, A: {END: 1.0}}, vocab_size=9)
-    assert run(greedy, table)[0].tokens == (A,)
-    assert run(greedy, table, min_length=0)[0].tokens == ()
+    assert run(greedy, table, device=device)[0].tokens == (A,)
+    assert run(greedy, table, device=device, min_length=0)[0].tokens == ()
 
 
 def test_banned_tokens_never_appear():
@@ -116,11 +125,12 @@ def test_banned_tokens_never_appear():
     assert h.tokens == (B, Z)
 
 
+@on_every_device
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), batch=st.integers(1, 5), layers=st.integers(1, 2))
-def test_beam_size_one_equals_greedy_on_random_lstms(seed, batch, layers):
-    decoder = random_decoder(layers=layers, seed=seed)
-    features = torch.randn(batch, 8, generator=torch.Generator().manual_seed(seed))
+def test_beam_size_one_equals_greedy_on_random_lstms(device, seed, batch, layers):
+    decoder = random_decoder(layers=layers, seed=seed).to(device)
+    features = torch.randn(batch, 8, generator=torch.Generator().manual_seed(seed)).to(device)
     g = greedy(decoder, features, START, END, max_length=8)
     b = beam_search(decoder, features, START, END, beam_size=1, max_length=8)
     for gh, (bh,) in zip(g, b):
@@ -128,10 +138,11 @@ def test_beam_size_one_equals_greedy_on_random_lstms(seed, batch, layers):
         assert gh.log_prob == pytest.approx(bh.log_prob, abs=1e-4)
 
 
+@on_every_device
 @pytest.mark.parametrize("seed", range(4))
-def test_batched_beam_equals_one_image_at_a_time(seed):
-    decoder = random_decoder(seed=seed)
-    features = torch.randn(5, 8, generator=torch.Generator().manual_seed(seed))
+def test_batched_beam_equals_one_image_at_a_time(seed, device):
+    decoder = random_decoder(seed=seed).to(device)
+    features = torch.randn(5, 8, generator=torch.Generator().manual_seed(seed)).to(device)
     batched = beam_search(decoder, features, START, END, beam_size=4, num_return=3, length_penalty=0.7)
     for i in range(5):
         (single,) = beam_search(decoder, features[i:i + 1], START, END, beam_size=4, num_return=3,
@@ -139,16 +150,17 @@ def test_batched_beam_equals_one_image_at_a_time(seed):
         assert [h.tokens for h in single] == [h.tokens for h in batched[i]]
 
 
+@on_every_device
 @pytest.mark.parametrize("seed", range(3))
-def test_reported_log_probs_are_those_of_the_returned_sequences(seed):
-    decoder = random_decoder(seed=seed)
-    features = torch.randn(3, 8)
+def test_reported_log_probs_are_those_of_the_returned_sequences(seed, device):
+    decoder = random_decoder(seed=seed).to(device)
+    features = torch.randn(3, 8, generator=torch.Generator().manual_seed(seed)).to(device)
     nbest = beam_search(decoder, features, START, END, beam_size=5, num_return=5, length_penalty=1.0)
     for i, hyps in enumerate(nbest):
         scores = [h.score for h in hyps]
         assert scores == sorted(scores, reverse=True)
         for h in hyps:
-            captions = torch.tensor([[START, *h.tokens, END]])
+            captions = torch.tensor([[START, *h.tokens, END]], device=device)
             with torch.no_grad():
                 logits = decoder(features[i:i + 1], captions, torch.tensor([captions.shape[1]]))
             lp = logits.log_softmax(-1)[0].gather(1, captions[0, 1:, None]).sum().item()
@@ -156,9 +168,10 @@ def test_reported_log_probs_are_those_of_the_returned_sequences(seed):
             assert h.score == pytest.approx(h.log_prob / (len(h.tokens) + 1), abs=1e-4)
 
 
-def test_sampling_follows_the_model_distribution():
+@on_every_device
+def test_sampling_follows_the_model_distribution(device):
     n = 4000
-    samples = run(sample, TRAP, num_samples=n, generator=torch.Generator().manual_seed(0))[0]
+    samples = run(sample, TRAP, device=device, num_samples=n, generator=torch.Generator().manual_seed(0))[0]
     freq_a = sum(h.tokens[0] == A for h in samples) / n
     freq_bz = sum(h.tokens == (B, Z) for h in samples) / n
     assert abs(freq_a - 0.6) < 0.03
@@ -194,12 +207,13 @@ def test_invalid_arguments_are_refused():
 
 
 # -- agreement with the previous implementation -----------------------------------------------------------
+@on_every_device
 @pytest.mark.parametrize("seed", range(6))
-def test_beam_search_and_greedy_agree_with_the_previous_implementation(seed):
+def test_beam_search_and_greedy_agree_with_the_previous_implementation(seed, device):
     import reference_search
 
-    decoder = random_decoder(seed=seed, layers=1 + seed % 2)
-    features = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed))
+    decoder = random_decoder(seed=seed, layers=1 + seed % 2).to(device)
+    features = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed)).to(device)
     options = dict(max_length=7, banned=(0, START, 3))
     for k, penalty in ((1, 0.0), (3, 0.5), (5, 1.0)):
         new = beam_search(decoder, features, START, END, beam_size=k, length_penalty=penalty, num_return=k, **options)
@@ -244,10 +258,11 @@ def best_with(table, must, max_length=4, length_penalty=0.0):
     return max(candidates, key=lambda s: s[1] / (len(s[0]) + 1) ** length_penalty)
 
 
-def test_constraint_forces_the_most_probable_caption_that_has_the_word():
-    unconstrained = run(beam_search, WORDS, beam_size=3, length_penalty=0.0)[0][0]
+@on_every_device
+def test_constraint_forces_the_most_probable_caption_that_has_the_word(device):
+    unconstrained = run(beam_search, WORDS, device=device, beam_size=3, length_penalty=0.0)[0][0]
     assert Z not in unconstrained.tokens
-    (h,) = constrained(WORDS, [[[Z]]], beam_size=3, length_penalty=0.0)
+    (h,) = constrained(WORDS, [[[Z]]], device=device, beam_size=3, length_penalty=0.0)
     seq, lp = best_with(WORDS, [[[Z]]])
     assert h.tokens == seq == (B, Z) and h.unmet == 0
     assert h.log_prob == pytest.approx(lp, abs=1e-5)
@@ -260,13 +275,14 @@ def test_a_disjunction_takes_whichever_alternative_scores_best():
     assert h.tokens == best_with(WORDS, [[[C], [Y]]], length_penalty=1.0)[0]
 
 
-def test_two_constraints_and_a_phrase():
-    (h,) = constrained(WORDS, [[[Y]], [[Z]]], beam_size=3, length_penalty=0.0)
+@on_every_device
+def test_two_constraints_and_a_phrase(device):
+    (h,) = constrained(WORDS, [[[Y]], [[Z]]], device=device, beam_size=3, length_penalty=0.0)
     assert h.tokens == (A, Y, Z) and h.unmet == 0
-    (h,) = constrained(WORDS, [[[Y, Z]]], beam_size=3, length_penalty=0.0)
+    (h,) = constrained(WORDS, [[[Y, Z]]], device=device, beam_size=3, length_penalty=0.0)
     assert h.tokens == (A, Y, Z)
     # the phrase "Z Y" never occurs (Z is always followed by <end>): the best caption meeting none
-    (h,) = constrained(WORDS, [[[Z, Y]]], beam_size=3, length_penalty=0.0)
+    (h,) = constrained(WORDS, [[[Z, Y]]], device=device, beam_size=3, length_penalty=0.0)
     assert h.unmet == 1 and h.tokens == (A, X)
 
 
@@ -288,12 +304,13 @@ def test_constraints_on_wide_beams_match_enumeration(seed=3):
         assert h.tokens == seq and h.log_prob == pytest.approx(lp, abs=1e-4)
 
 
+@on_every_device
 @pytest.mark.parametrize("seed", range(3))
-def test_batched_constrained_search_equals_one_image_at_a_time(seed):
+def test_batched_constrained_search_equals_one_image_at_a_time(seed, device):
     from captioner.decoding import Constraint
 
-    decoder = random_decoder(seed=seed)
-    features = torch.randn(3, 8, generator=torch.Generator().manual_seed(seed))
+    decoder = random_decoder(seed=seed).to(device)
+    features = torch.randn(3, 8, generator=torch.Generator().manual_seed(seed)).to(device)
     per_image = [[Constraint(((5,), (6,)))], [], [Constraint(((7,),)), Constraint(((9, 10),))]]
     batched = beam_search(decoder, features, START, END, beam_size=3, num_return=2, length_penalty=0.5,
                           constraints=per_image)

@@ -10,13 +10,14 @@ import pytest
 from captioner import Captioner
 from captioner.api import default_checkpoint_path
 from captioner.checkpoint import load_checkpoint
+from helpers import DEVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def default_model():
-    return Captioner.from_checkpoint()
+@pytest.fixture(scope="module", params=DEVICES)
+def default_model(request):
+    return Captioner.from_checkpoint(device=request.param)
 
 
 def test_bundled_checkpoint_is_small_documented_and_loads_on_the_cpu():

