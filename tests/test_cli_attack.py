@@ -212,3 +212,10 @@ def test_readme_bim_output_is_what_the_command_prints(tmp_path, capsys, monkeypa
     assert quoted[2].startswith("after:  gibbon 99.") and printed[2].startswith("after:  gibbon 99.")
     assert quoted[4].startswith("perturbation: L-inf 8/255, L2 ") and printed[4].startswith(
         "perturbation: L-inf 8/255, L2 ")
+
+
+def test_readme_caption_attack_output_is_what_the_command_prints(tmp_path, capsys, monkeypatch):
+    """The bundled model, guided by default: FGSM at 2/255 turns "a cup of coffee" into "a coffee"."""
+    command = "captioner attack caption examples/coffee.jpg --eps 2/255 --out adv"
+    quoted = _readme_output(command)
+    assert len(quoted) == 4 and _run_readme_command(command, tmp_path, capsys, monkeypatch)[:4] == quoted
