@@ -140,9 +140,9 @@ def test_jsonl_marks_captions_cut_at_max_length_as_truncated(tmp_path, tiny_ckpt
     # once it always wins as soon as it may (after the one word that --min-length asks for)
     records = {}
     for name, end_bias in (("never_ends", -1e4), ("ends_at_once", 1e4)):
-        data = load_checkpoint(tiny_ckpt)
-        data["decoder"]["state_dict"]["out.bias"][Vocabulary.end_id] = end_bias
-        save_checkpoint(data, tmp_path / f"{name}.pt")
+        record = load_checkpoint(tiny_ckpt)
+        record.decoder_state["out.bias"][Vocabulary.end_id] = end_bias
+        save_checkpoint(record, tmp_path / f"{name}.pt")
         assert main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tmp_path / f"{name}.pt"),
                      "--method", method, "--max-length", "3", "--jsonl", "-", "--device", device]) == 0
         (records[name],) = [json.loads(line)["captions"][0] for line in capsys.readouterr().out.splitlines()]

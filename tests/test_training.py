@@ -275,7 +275,7 @@ def test_two_processes_train_the_same_model_as_one(shapes, tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
     # the sharded feature extraction filled every row as one process does, up to the
     # float16 rounding of float32 values that may differ in their last bits
-    (sharded_dir,) = (tmp_path / "cache").iterdir()
+    (sharded_dir,) = (p for p in (tmp_path / "cache").iterdir() if p.is_dir())  # beside it: the build lock
     index = json.loads((sharded_dir / "index.json").read_text())
     encoder = build_encoder(EncoderSpec())
     whole = FeatureCache(tmp_path / "whole", "shapes", encoder, index["paths"])
@@ -434,7 +434,7 @@ def test_feature_views_train_on_every_view(shapes, tmp_path, monkeypatch):
 
     monkeypatch.setattr(run_module, "CachedPairs", Recording)
     run(shapes, tmp_path / "views", epochs=1, feature_views=2, cache_dir=str(tmp_path / "cache"))
-    (cache,) = (tmp_path / "cache").iterdir()
+    (cache,) = (p for p in (tmp_path / "cache").iterdir() if p.is_dir())  # beside it: the build lock
     assert json.loads((cache / "index.json").read_text())["views"] == 2
     assert np.load(cache / "features.npy", mmap_mode="r").shape[1] == 2
     # every sample is one of its image's two (different) views, and both are used: the view is
