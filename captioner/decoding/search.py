@@ -6,11 +6,9 @@ All of them drive a *step decoder*: any object with
 * ``init_state(features) -> state``,
 * ``step(tokens, state) -> (log_probs (N, vocab), state)``,
 * ``reorder_state(state, index) -> state`` (select rows of the batch),
-* optionally ``step_logits(tokens, state) -> (logits, state)``, the step before its
-  log-softmax (greedy decoding uses it),
 
 which :class:`captioner.models.decoder.LSTMDecoder` is; the searches may overwrite the
-tensors a step returns. All apply the same rules:
+log-probabilities a step returns. All apply the same rules:
 ``banned`` tokens never appear, captions have at least ``min_length`` words (default 1:
 no empty captions) and at most ``max_length``. Every returned :class:`Hypothesis` is a
 complete sequence ending in ``<end>``: when a sequence reaches ``max_length`` words,
@@ -88,21 +86,17 @@ def greedy(decoder, features: torch.Tensor, start_id: int, end_id: int, max_leng
            min_length: int = 1, banned: Sequence[int] = ()) -> list[Hypothesis]:
     """The most probable next token at every step, for a batch of images.
 
-    Lean per step, as it runs once per word. With a decoder that has ``step_logits`` (as
-    :class:`captioner.models.decoder.LSTMDecoder` does), the best token is the best logit
-    and its log-probability is that logit minus the log-sum-exp of the row: no (N, vocab)
-    log-softmax is written. Banned tokens (and ``<end>`` before ``min_length``) are
-    overwritten with -inf in place, only where there are any, instead of adding a mask over
-    the vocabulary; the words are kept as a list of tensors and each caption's length is
-    found once, at the end (its first ``<end>``). The tokens are those of the log-softmax
-    (the same order, up to exact ties in float32) and the log-probabilities agree with it to
-    float32 rounding.
+    Lean per step, as it runs once per word: banned tokens (and ``<end>`` before
+    ``min_length``) are overwritten with -inf in place, only where there are any, instead of
+    adding a mask over the vocabulary (x + 0 is x and x + -inf is -inf: the same values); the
+    words are kept as a list of tensors and each caption's length is found once, at the end
+    (its first ``<end>``). The sums are the same float32 additions in the same order as
+    before, so the results are identical. (Taking the best logit and a log-sum-exp instead
+    of the log-softmax was no faster on the CPU: PyTorch's log-sum-exp is four passes over
+    the row, its log-softmax one fused kernel; and it would change the last bits.)
     """
     _check(features, max_length, min_length)
     device, batch = features.device, features.shape[0]
-    step = getattr(decoder, "step_logits", None)
-    normalise = step is not None
-    step = step or decoder.step
     state = decoder.init_state(features)
     tokens = torch.full((batch,), start_id, dtype=torch.long, device=device)
     total = torch.zeros(batch, device=device)
@@ -111,18 +105,15 @@ def greedy(decoder, features: torch.Tensor, start_id: int, end_id: int, max_leng
     early = torch.tensor(sorted(set(banned) | {end_id}), dtype=torch.long, device=device)
     words = []
     for t in range(max_length + 1):
-        scores, state = step(tokens, state)
-        scores = scores.float()
+        log_probs, state = decoder.step(tokens, state)
+        log_probs = log_probs.float()
         if t == max_length:  # no room for more words: <end> is forced
-            end_lp = scores[:, end_id] - scores.logsumexp(-1) if normalise else scores[:, end_id]
-            total += end_lp.masked_fill_(done, 0.0)
+            total += log_probs[:, end_id].masked_fill(done, 0.0)
             break
-        norm = scores.logsumexp(-1) if normalise else None
         masked = early if t < min_length else forbidden
         if masked.numel():
-            scores = scores.index_fill_(1, masked, float("-inf"))
-        best, tokens = scores.max(dim=-1)
-        best_lp = best - norm if normalise else best
+            log_probs = log_probs.index_fill_(1, masked, float("-inf"))
+        best_lp, tokens = log_probs.max(dim=-1)
         total += best_lp.masked_fill_(done, 0.0)
         words.append(tokens)
         done |= tokens == end_id

@@ -122,15 +122,10 @@ class LSTMDecoder(nn.Module):
 
     def step(self, tokens: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
         """One decoding step: log-probabilities (N, vocab) of the next token after ``tokens`` (N,)."""
-        logits, state = self.step_logits(tokens, state)
-        return torch.log_softmax(logits, dim=-1), state
-
-    def step_logits(self, tokens: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
-        """:meth:`step` before the log-softmax (greedy decoding needs only the best token's)."""
         embedded = self.embed(tokens).unsqueeze(1)
         with lstm_kernel_for(embedded):
             output, state = self.lstm(embedded, state)
-        return self.out(output.squeeze(1)), state
+        return torch.log_softmax(self.out(output.squeeze(1)), dim=-1), state
 
     @staticmethod
     def reorder_state(state: LSTMState, index: torch.Tensor) -> LSTMState:
