@@ -9,9 +9,11 @@ else, and every file the GPU decoder refuses, is read by :func:`load_image` as o
 so it gets the same pixels or the same one-line error. The decoded pixels go through the
 one :func:`preprocess`, on the GPU.
 
-nvJPEG and libjpeg-turbo (PIL) may differ by a few levels on some pixels (chroma
-upsampling and IDCT rounding), so captions from the two paths agree to resize rounding,
-not bit for bit.
+torchvision's CPU decoder gives PIL's pixels bit for bit (tests/test_batches.py); nvJPEG
+may differ from libjpeg-turbo by a level here and there (its chroma upsampling and IDCT
+rounding), so captions from the GPU path are expected to agree with the CPU's to resize
+rounding, not bit for bit (not yet measured on a GPU). A cache of features records no
+device, so one built on the GPU may differ from a CPU build by as much.
 """
 
 from __future__ import annotations
