@@ -2,6 +2,7 @@
 the CPU, so no GPU is needed), pinning, and the default number of reader processes."""
 
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -28,7 +29,9 @@ class FakeDecoder:
         self.calls.append(len(data))
         if self.refuse is not None and any(self.refuse in bytes(d.numpy()) for d in data):
             raise RuntimeError("nvjpeg: unsupported")
-        return decode_jpeg(data, mode=ImageReadMode.RGB)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchvision's deprecation notice
+            return decode_jpeg(data, mode=ImageReadMode.RGB)
 
 
 @pytest.fixture

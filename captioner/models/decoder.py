@@ -5,12 +5,12 @@ and cell states h0 and c0 of every LSTM layer. Training uses teacher forcing on
 packed variable-length sequences; decoding (:mod:`captioner.decoding`) drives the
 same network one step at a time through :meth:`LSTMDecoder.step`.
 
-On a CPU, oneDNN's LSTM kernel is slow on a handful of rows: one step of a 256 -> 512 LSTM
-took a median 0.62 ms with it and 0.23 ms with PyTorch's own kernel at batch 1, and the
-own kernel stayed ahead up to 8 rows; from 16 rows on neither kernel was reliably faster
-(bench/RESULTS.md, row 10, and the report of the speed issue). So :meth:`LSTMDecoder.step`
-runs steps of at most ``OWN_KERNEL_MAX_ROWS`` rows on the CPU without oneDNN. The two kernels
-agree to float rounding (about 5e-7 on these sizes), not bit for bit.
+On a CPU, oneDNN's LSTM kernel is slow on a handful of rows. One step of a 256 -> 512 LSTM
+on 2 cores (medians of 200 alternating calls): 0.68 ms with oneDNN and 0.24 ms with
+PyTorch's own kernel at 1 row, 0.55 / 0.30 ms at 4 rows, 0.57 / 0.39 ms at 8; at 16 and 64
+rows oneDNN was as fast or a little faster (0.67 / 0.69 ms, 1.21 / 1.28 ms). So :meth:`LSTMDecoder.step` runs steps of at most
+``OWN_KERNEL_MAX_ROWS`` rows on the CPU without oneDNN. The two kernels agree to float
+rounding (about 5e-7 on these sizes), not bit for bit.
 """
 
 from __future__ import annotations
