@@ -20,9 +20,12 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/captioner caption examples/
 
-# Benchmarks: writes bench/RESULTS.md (about 9 minutes on a 2-core CPU; bench-quick: under 2, small sizes).
+# Benchmarks: writes bench/RESULTS.md (about 10 minutes on a 2-core CPU; bench-quick: small sizes), and
+# with a CUDA GPU also the device table bench/RESULTS-cuda.md.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+		$(BIN)/python bench/run.py --device cuda; fi
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --quick --out bench/.quick/RESULTS.md

@@ -1,9 +1,11 @@
 """Run every benchmark and write bench/RESULTS.md (and bench/results.json).
 
-    python bench/run.py [--quick] [--rows 1,2,3] (rows 1-9) [--out bench/RESULTS.md]
+    python bench/run.py [--quick] [--rows 1,2,3] (rows 1-10) [--out bench/RESULTS.md]
+    python bench/run.py --device cuda [--quick]   (the device table: bench/RESULTS-cuda.md)
 
-`make bench` runs the full set (about 9 minutes on 2 cores); `--quick` runs every row
-small (under 2 minutes) to check that they work, not to measure.
+`make bench` runs the full set (about 10 minutes on 2 cores), and the device table on CUDA
+when there is a GPU; `--quick` runs every row small to check that they work, not to measure.
+`--device cpu` runs the device table on the CPU (bench/RESULTS-cpu.md).
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ def _row_5(quick):
     return rows
 
 
+def _row_10(quick):
+    import bench_greedy
+    return bench_greedy.rows(quick)
+
+
 def _row_6(quick):
     import bench_visualize
     row = bench_visualize.row_filters(quick)
@@ -50,7 +57,7 @@ def _row_6(quick):
 
 
 GROUPS = {"1": _rows_1_2_4, "2": _rows_1_2_4, "4": _rows_1_2_4, "8": _rows_1_2_4, "9": _rows_1_2_4, "3": _rows_3_7,
-          "7": _rows_3_7, "5": _row_5, "6": _row_6}
+          "7": _rows_3_7, "5": _row_5, "6": _row_6, "10": _row_10}
 
 
 def markdown(results: dict) -> str:
@@ -91,14 +98,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="every row small: checks that they run")
     parser.add_argument("--rows", default=",".join(sorted(GROUPS)), help="comma-separated row numbers")
-    parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
+    parser.add_argument("--out", help="the table (default bench/RESULTS.md; with --device, RESULTS-DEVICE.md)")
+    parser.add_argument("--device", help="run the device table (rows D1-D5) on cpu or cuda instead of rows 1-10")
     args = parser.parse_args()
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = sorted(set(wanted) - set(GROUPS))
     if unknown:
-        parser.error(f"unknown rows {unknown}; rows are 1-9")
+        parser.error(f"unknown rows {unknown}; rows are 1-10")
     started = time.time()
     info = machine()
+    if args.device:
+        import bench_device
+        from captioner.runtime import resolve_device
+
+        device = resolve_device(args.device)
+        out = Path(args.out or BENCH / f"RESULTS-{device.type}.md")
+        rows = bench_device.rows(args.quick, device)
+        command = f"python bench/run.py --device {args.device}" + (" --quick" if args.quick else "")
+        return _write(rows, out, started, info, command, args.quick)
     rows, done = [], set()
     for number in wanted:
         group = GROUPS[number]
@@ -113,14 +130,18 @@ def main() -> int:
             rows.append({"row": f"{number}. ({group.__name__})", "error": f"{type(error).__name__}: {error}",
                          "met": False})
     rows = [r for r in rows if r["row"].split(".")[0] in wanted] or rows
-    rows.sort(key=lambda r: r["row"])
+    rows.sort(key=lambda r: (int(r["row"].split(".")[0]) if r["row"].split(".")[0].isdigit() else 0, r["row"]))
+    command = ("python bench/run.py" + (" --quick" if args.quick else "")
+               + ("" if args.rows == parser.get_default("rows") else f" --rows {args.rows}"))
+    return _write(rows, Path(args.out or BENCH / "RESULTS.md"), started, info, command, args.quick)
+
+
+def _write(rows: list[dict], out: Path, started: float, info: dict, command: str, quick: bool) -> int:
+    """Write the table and its JSON (``results*.json`` beside it); 1 if a row failed."""
     results = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "seconds": time.time() - started,
-        "command": "python bench/run.py" + (" --quick" if args.quick else "")
-                   + ("" if args.rows == parser.get_default("rows") else f" --rows {args.rows}"),
-        "machine": info, "rows": rows,
+        "date": time.strftime("%Y-%m-%d %H:%M"), "quick": quick, "seconds": time.time() - started,
+        "command": command, "machine": info, "rows": rows,
     }
-    out = Path(args.out)
     write_text_atomic(out, markdown(results))
     write_json_atomic(out.with_name(out.stem.replace("RESULTS", "results") + ".json"), results, indent=2)
     print(markdown(results))

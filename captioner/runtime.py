@@ -56,20 +56,21 @@ def tune_allocator() -> bool:
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """The device a command runs on: ``None``/``"auto"`` picks CUDA when PyTorch sees a GPU,
-    else the CPU; asking for CUDA where there is none is a one-line error. Every subcommand
-    and the Python API choose their device here."""
+    else the CPU; asking for CUDA where there is none is a one-line error (worded for the
+    ``--device`` option that every subcommand has). Every subcommand and the Python API
+    choose their device here."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)
     except RuntimeError:
-        raise ArgumentError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+        raise ArgumentError(f"unknown --device {device!r}; use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ArgumentError(f"device {device} was asked for, but PyTorch sees no CUDA GPU here; use cpu")
+            raise ArgumentError(f"--device {device} was asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ArgumentError(f"device {device} was asked for, but PyTorch sees {torch.cuda.device_count()} "
+            raise ArgumentError(f"--device {device} was asked for, but PyTorch sees {torch.cuda.device_count()} "
                                 "CUDA GPU(s)")
     elif device.type != "cpu":
-        raise ArgumentError(f"device {device} is not supported; use cpu or cuda")
+        raise ArgumentError(f"--device {device} is not supported; use cpu or cuda")
     return device

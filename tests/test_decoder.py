@@ -108,3 +108,31 @@ def test_layernorm_feature_normalisation_makes_the_start_state_scale_invariant()
     assert DecoderConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="feature_norm"):
         DecoderConfig(vocab_size=9, feature_dim=6, feature_norm="batch")
+
+
+def test_small_cpu_batches_step_without_onednn_and_agree_with_it(monkeypatch):
+    from captioner.models import decoder as module
+    from captioner.models.decoder import OWN_KERNEL_MAX_ROWS, lstm_kernel_for
+
+    seen = []
+    with lstm_kernel_for(torch.zeros(OWN_KERNEL_MAX_ROWS, 1, 4)):
+        seen.append(torch.backends.mkldnn.enabled)
+    with lstm_kernel_for(torch.zeros(OWN_KERNEL_MAX_ROWS + 1, 1, 4)):
+        seen.append(torch.backends.mkldnn.enabled)
+    with lstm_kernel_for(torch.zeros(1, 1, 4, device="meta")):  # any other device: untouched
+        seen.append(torch.backends.mkldnn.enabled)
+    assert seen == [False, True, True] and torch.backends.mkldnn.enabled
+    with pytest.raises(RuntimeError), lstm_kernel_for(torch.zeros(1, 1, 4)):
+        raise RuntimeError("restored after an error too")
+    assert torch.backends.mkldnn.enabled
+
+    torch.manual_seed(0)
+    decoder = LSTMDecoder(DecoderConfig(vocab_size=50, feature_dim=8, embed_dim=16, hidden_size=32,
+                                        dropout=0.0)).eval()
+    tokens, state = torch.tensor([1, 2, 3]), decoder.init_state(torch.randn(3, 8))
+    with torch.no_grad():
+        own, _ = decoder.step(tokens, state)
+        monkeypatch.setattr(module, "OWN_KERNEL_MAX_ROWS", 0)
+        onednn, _ = decoder.step(tokens, state)
+    # the same LSTM step computed by two kernels: float32 rounding apart, not bit for bit
+    assert torch.allclose(own, onednn, atol=1e-5, rtol=0)

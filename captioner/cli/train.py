@@ -16,13 +16,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in train.out_dir from its last.pt")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="where to train (default: the config's train.device; short for --set train.device=...)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from ..training.run import train
 
-    config = load_config(args.config, args.overrides)
+    overrides = args.overrides + ([f"train.device={args.device}"] if args.device else [])
+    config = load_config(args.config, overrides)
     result = train(config, resume=args.resume)
     if result["history"]:
         print(f"best {config.train.val_metric} {result['best_score']:.1f} at epoch {result['best_epoch']}; "

@@ -16,7 +16,9 @@ View 0 is the plain preprocessing; views 1.. are random crops and flips (fixed b
 seed), a cheap augmentation for decoder training on frozen features.
 
 Extraction can be split across processes (``rank``/``world``): each fills its own rows
-of the shared file and rank 0 writes the index.
+of the shared file and rank 0 writes the index. With one view the images are read as
+captioning reads them (:func:`captioner.data.batches.image_batches`: JPEG decoding on the GPU
+for a CUDA device); every batch comes to a CUDA device from pinned memory.
 
 Two runs that need the same cache (two ``train`` commands sharing a ``cache_dir``) must
 not build it together: rank 0 of each run takes an exclusive lock (``NAME-KEY.lock``
@@ -44,6 +46,7 @@ from tqdm import tqdm
 
 from ..fileio import OutputError, reporting_write_errors, write_json_atomic
 from .augment import random_view
+from .batches import image_batches
 from .images import ImageLoadError, load_image
 from .preprocess import Preprocessing, pil_to_tensor, preprocess
 
@@ -195,24 +198,17 @@ class FeatureCache:
     def _extract(self, encoder, device, batch_size, num_workers, rank, world, progress, partial) -> dict[int, str]:
         features = np.load(partial / FEATURES, mmap_mode="r+")
         rows = list(range(rank, len(self.paths), world))
-        dataset = torch.utils.data.Subset(
-            ImageViewsDataset(self.paths, self.spec.preprocessing, self.views, self.seed), rows)
-        # Its own generator: building the cache must not move the global RNG that training draws from.
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
-                            generator=torch.Generator())
         failed: dict[int, str] = {}
         bar = tqdm(total=len(rows), desc=f"features ({self.spec.backbone})", unit="img",
                    disable=not progress or rank != 0)
         encoder = encoder.to(device).eval()
         with torch.no_grad():
-            for items in loader:
-                good = [(i, x) for i, x, e in items if e is None]
-                failed.update({i: e for i, x, e in items if e is not None})
+            for good, pixels, errors in self._batches(rows, device, batch_size, num_workers):
+                failed.update(errors)
                 if good:
-                    pixels = torch.cat([x for _, x in good]).to(device)
-                    out = encoder(pixels).view(len(good), self.views, self.dim).cpu().numpy()
-                    features[[i for i, _ in good]] = out.astype(np.float16)
-                bar.update(len(items))
+                    out = encoder(pixels.to(device, non_blocking=True)).view(len(good), self.views, self.dim)
+                    features[good] = out.cpu().numpy().astype(np.float16)
+                bar.update(len(good) + len(errors))
         bar.close()
         features.flush()
         del features
@@ -231,6 +227,25 @@ class FeatureCache:
             "failed": {str(k): v for k, v in sorted(failed.items())},
         })
         os.rename(partial, self.dir)
+
+
+    def _batches(self, rows: list[int], device: torch.device, batch_size: int, num_workers: int):
+        """``(rows read, their pixels (n * views, 3, S, S), {row: error})`` for batches of ``rows``."""
+        device = torch.device(device)
+        if self.views == 1:
+            for batch in image_batches([self.paths[r] for r in rows], self.spec.preprocessing, batch_size,
+                                       num_workers, device=device):
+                yield [rows[i] for i in batch.indices], batch.pixels, {rows[i]: e for i, e in batch.errors}
+            return
+        dataset = torch.utils.data.Subset(
+            ImageViewsDataset(self.paths, self.spec.preprocessing, self.views, self.seed), rows)
+        # Its own generator: building the cache must not move the global RNG that training draws from.
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
+                            generator=torch.Generator(), pin_memory=device.type == "cuda")
+        for items in loader:
+            good = [(i, x) for i, x, e in items if e is None]
+            pixels = torch.cat([x for _, x in good]) if good else None
+            yield [i for i, _ in good], pixels, {i: e for i, x, e in items if e is not None}
 
 
 def _reserve(path: Path) -> None:

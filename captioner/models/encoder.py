@@ -11,6 +11,12 @@ An :class:`EncoderSpec` names a backbone, its weights and its preprocessing;
 
 The encoder takes pixels in [0, 1] (see :mod:`captioner.data.preprocess`) and applies
 its own normalisation, so attacks and visualisations work in pixel space.
+
+Its convolutions run in the channels-last memory layout (weights and activations), which
+the CPU's oneDNN kernels prefer: Lite0 at batch 16 ran 1.36x and 1.37x faster than in the
+default layout in two runs on a 2-core CPU (1.19x in one on a loaded machine; medians of 9
+alternating batches), with the same features to float rounding (at most 8.6e-6 apart on
+features up to 5.6; the sums are taken in another order). Not measured on a GPU.
 """
 
 from __future__ import annotations
@@ -224,8 +230,8 @@ class ImageEncoder(nn.Module):
         return (pixels - self.mean) / self.std
 
     def grid(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The spatial feature grid, shape (B, C, h, w)."""
-        return self.body(self.normalize(pixels))
+        """The spatial feature grid, shape (B, C, h, w) (channels-last in memory)."""
+        return self.body(self.normalize(pixels.contiguous(memory_format=torch.channels_last)))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """The pooled feature vector, shape (B, feature_dim)."""
@@ -269,7 +275,7 @@ def build_encoder(spec: EncoderSpec | None = None, load_weights: bool = True) ->
             ) from None
     body, neck, head = _split(spec.backbone, model)
     encoder = ImageEncoder(spec, body, neck, head, head.in_features, categories)
-    return encoder.eval()
+    return encoder.to(memory_format=torch.channels_last).eval()
 
 
 def _imagenet_categories() -> list[str]:
