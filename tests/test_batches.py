@@ -130,3 +130,19 @@ def test_nvjpeg_decoder_asks_torchvision_for_rgb_on_the_device(monkeypatch):
 ])
 def test_default_reader_processes(images, batch, cores, expected):
     assert default_reader_processes(images, batch, cores) == expected
+
+
+def test_an_extreme_aspect_jpeg_never_takes_the_gpu_path(tmp_path):
+    """A 1 x 20000 JPEG is small on disk but huge once its short side is resized: the GPU path
+    leaves it to load_image, which refuses it in one line."""
+    from PIL import Image
+
+    from captioner.data.images import ImageLoadError, load_image
+    from captioner.data.jpeg import jpeg_bytes
+
+    path = tmp_path / "strip.jpg"
+    Image.new("RGB", (1, 20000), (200, 10, 10)).save(path)
+    assert jpeg_bytes(str(path), 89_478_485) is not None  # within the plain pixel limit
+    assert jpeg_bytes(str(path), 89_478_485, resize_to=256) is None
+    with pytest.raises(ImageLoadError, match="extreme aspect ratio"):
+        load_image(path, 89_478_485, resize_to=256)

@@ -36,7 +36,7 @@ class ImagePathDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        data = jpeg_bytes(self.paths[index], self.max_pixels) if self.raw_jpeg else None
+        data = jpeg_bytes(self.paths[index], self.max_pixels, self.spec.resize_size) if self.raw_jpeg else None
         if data is not None:
             return index, data, None
         try:

@@ -77,7 +77,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
             try:
                 with Image.open(path) as image:
                     if resize_to is not None:
-                        _check_resized_size(path, image.size, resize_to, max_pixels)
+                        check_resized_size(path, image.size, resize_to, max_pixels)
                     image.load()
                     return to_rgb(image)
             finally:
@@ -114,7 +114,7 @@ def _file_kind(mode: int) -> str:
     return "special file"
 
 
-def _check_resized_size(path, size: tuple[int, int], resize_to: int, max_pixels: int) -> None:
+def check_resized_size(path, size: tuple[int, int], resize_to: int, max_pixels: int) -> None:
     short, long = sorted(size)
     if short < 1:
         raise ImageLoadError(path, f"image has no pixels ({size[0]} x {size[1]})")

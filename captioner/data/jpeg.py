@@ -24,20 +24,23 @@ from collections.abc import Callable, Sequence
 import torch
 from PIL import Image
 
-from .images import ImageLoadError, load_image
+from .images import ImageLoadError, check_resized_size, load_image
 from .preprocess import Preprocessing, preprocess
 
 EXIF_ORIENTATION = 0x0112
 
 
-def jpeg_bytes(path: str, max_pixels: int) -> torch.Tensor | None:
+def jpeg_bytes(path: str, max_pixels: int, resize_to: int | None = None) -> torch.Tensor | None:
     """The raw bytes of ``path`` as a uint8 tensor when it is a JPEG the GPU can decode as
-    PIL would (see the module's docstring), else None (read it with :func:`load_image`)."""
+    PIL would (see the module's docstring), else None (read it with :func:`load_image`, which
+    also refuses what would be too large once resized to ``resize_to``)."""
     try:
         with Image.open(path) as image:
             plain = (image.format == "JPEG" and image.mode in ("RGB", "L")
                      and image.width * image.height <= max_pixels
                      and image.getexif().get(EXIF_ORIENTATION, 1) == 1)
+            if plain and resize_to is not None:
+                check_resized_size(path, image.size, resize_to, max_pixels)
         if not plain:
             return None
         with open(path, "rb") as file:
@@ -80,7 +83,7 @@ def decode_on_device(items: Sequence[tuple[int, str, torch.Tensor]], spec: Prepr
                 decoded.append((item, decoder([item[2]])[0]))
             except Exception:
                 try:
-                    image = preprocess(load_image(item[1], max_pixels), spec)
+                    image = preprocess(load_image(item[1], max_pixels, resize_to=spec.resize_size), spec)
                     pixels[item[0]] = image.to(device, non_blocking=True)
                 except ImageLoadError as error:
                     errors[item[0]] = str(error)
