@@ -18,6 +18,8 @@ device, so one built on the GPU may differ from a CPU build by as much.
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -35,6 +37,8 @@ def jpeg_bytes(path: str, max_pixels: int, resize_to: int | None = None) -> torc
     PIL would (see the module's docstring), else None (read it with :func:`load_image`, which
     also refuses what would be too large once resized to ``resize_to``)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open: load_image reports it
+            return None
         with Image.open(path) as image:
             plain = (image.format == "JPEG" and image.mode in ("RGB", "L")
                      and image.width * image.height <= max_pixels
