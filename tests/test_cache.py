@@ -25,7 +25,7 @@ BUILD = """
 import sys, time
 from pathlib import Path
 import numpy as np, torch
-from captioner.data import cache as module
+from captioner.data import batches, cache as module
 from captioner.models import EncoderSpec, build_encoder
 root, images, role, flags, out = sys.argv[1:]
 midway, b_ready = Path(flags) / "a.midway", Path(flags) / "b.ready"
@@ -34,13 +34,13 @@ torch.set_num_threads(1)
 paths = sorted(str(p) for p in Path(images).iterdir())
 encoder = build_encoder(EncoderSpec())
 if role == "a":
-    item = module.ImageViewsDataset.__getitem__
+    item = batches.ImagePathDataset.__getitem__  # what a one-view cache reads its images with
     def paused(self, index):
         if index == len(paths) // 2:
             midway.touch()
             wait(b_ready)
         return item(self, index)
-    module.ImageViewsDataset.__getitem__ = paused
+    batches.ImagePathDataset.__getitem__ = paused
 else:
     wait(midway)
     b_ready.touch()
