@@ -35,7 +35,9 @@ def add_parser(subparsers) -> None:
                    help="every caption must contain this word (or one of the alternatives); repeatable")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=None, help="image-reading processes (default: 1 for many images on more than 2 cores, else 0)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="image-reading processes (default: half the cores for more than two batches on more than "
+                        "2 cores, else 0)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     p.add_argument("--jsonl", metavar="FILE",
