@@ -267,7 +267,7 @@ def test_non_finite_weights_are_refused_naming_file_and_tensor(tiny_ckpt, lite0,
         state["out.weight"][3, 1] = float("nan")
         record.decoder_state, name = state, "decoder weight out.weight"
     else:
-        state = {k: v.clone() for k, v in lite0.state_dict().items()}
+        state = {k: v.clone(memory_format=torch.contiguous_format) for k, v in lite0.state_dict().items()}
         key = next(k for k, v in state.items() if v.is_floating_point())
         state[key].view(-1)[0] = float("inf")
         record.encoder_state, name = state, f"encoder weight {key}"
