@@ -67,7 +67,7 @@ def test_device_cpu_is_the_default_without_a_gpu_and_cuda_is_refused(capsys, tmp
     assert (tmp_path / "default.png").read_bytes() == (tmp_path / "cpu.png").read_bytes()
     code, _, err = run(capsys, *FILTER_ARGS, "--device", "cuda", "--out", str(tmp_path / "cuda.png"))
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "device cuda was asked for, but PyTorch sees no CUDA GPU here; use cpu" in err
+    assert "--device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu" in err
 
 
 if "cuda" in DEVICES:  # generated only where there is a GPU (not a skip elsewhere)
