@@ -126,10 +126,8 @@ class Captioner:
                      include: Sequence[str] = ()) -> list[list[Forced]]:
         """What each image's captions must contain: the user's ``include`` constraints
         (``"cat|kitten"``), then what the guide chooses."""
-        given = [Forced(tuple(parse_alternatives(text, "--include")), "include") for text in include]
+        given = _included(include, settings)
         if settings.method == "sample":
-            if given:
-                raise ArgumentError("--include needs greedy or beam decoding, not sampling")
             return [[] for _ in range(len(features))]  # sampling is never guided
         per_image = [list(given) for _ in range(len(features))]
         if settings.guide == "imagenet":
@@ -156,14 +154,11 @@ class Captioner:
 
     def _check(self, settings: DecodingSettings, include: Sequence[str]) -> None:
         """Refuse bad guidance settings before any image is read."""
-        for text in include:
-            parse_alternatives(text, "--include")
+        given = _included(include, settings)
         room = MAX_CONSTRAINTS - (MAX_FORCED if settings.guide == "imagenet" else 0)
-        if len(include) > room:
-            raise ArgumentError(f"{len(include)} --include constraints; at most {room} fit beside the guide's "
+        if len(given) > room:
+            raise ArgumentError(f"{len(given)} --include constraints; at most {room} fit beside the guide's "
                                 f"(a search meets at most {MAX_CONSTRAINTS} constraints together)")
-        if include and settings.method == "sample":
-            raise ArgumentError("--include needs greedy or beam decoding, not sampling")
         if settings.guide == "imagenet" and settings.method != "sample":
             self.imagenet_guide()
 
@@ -257,6 +252,14 @@ class Captioner:
                                 for i, (captions, forced) in zip(batch.indices, done)})
             for i in sorted(results):
                 yield results[i]
+
+
+def _included(include: Sequence[str], settings: DecodingSettings) -> list[Forced]:
+    """The user's ``include`` constraints, checked (they need greedy or beam decoding)."""
+    given = [Forced(tuple(parse_alternatives(text, "--include")), "include") for text in include]
+    if given and settings.method == "sample":
+        raise ArgumentError("--include needs greedy or beam decoding, not sampling")
+    return given
 
 
 def _describe(image, index: int) -> str:
