@@ -136,3 +136,49 @@ def test_small_cpu_batches_step_without_onednn_and_agree_with_it(monkeypatch):
         onednn, _ = decoder.step(tokens, state)
     # the same LSTM step computed by two kernels: float32 rounding apart, not bit for bit
     assert torch.allclose(own, onednn, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_cpu_decoding_step_is_the_lstm_step_and_follows_weight_changes(layers):
+    """Without gradients in eval mode on a CPU, ``step`` computes the LSTM cell itself from a
+    word -> input-gate table; it must give nn.LSTM's step (float32 rounding of sums of ~50
+    terms of size ~1: well under 1e-5), and a changed weight must change the table."""
+    torch.manual_seed(layers)
+    decoder = LSTMDecoder(DecoderConfig(vocab_size=30, feature_dim=8, embed_dim=16, hidden_size=24,
+                                        num_layers=layers, dropout=0.0)).eval()
+    tokens, state = torch.tensor([1, 7, 7, 29]), decoder.init_state(torch.randn(4, 8))
+
+    def both():
+        with torch.no_grad():
+            fast, (h, c) = decoder.step(tokens, state)
+        with torch.enable_grad():  # gradients on: the nn.LSTM path
+            lstm, (h_ref, c_ref) = decoder.step(tokens, state)
+        for a, b in ((fast, lstm), (h, h_ref), (c, c_ref)):
+            assert a.shape == b.shape and torch.allclose(a, b.detach(), atol=1e-5, rtol=0)
+        return fast
+
+    first = both()
+    assert decoder.input_gate_table().shape == (30, 4 * 24)
+    with torch.no_grad():  # in place, as an optimizer step or load_state_dict changes weights
+        decoder.embed.weight[7].mul_(-3.0)
+        decoder.lstm.bias_hh_l0.add_(0.5)
+    second = both()
+    assert not torch.allclose(first[1], second[1], atol=1e-3)  # row 1 read word 7
+    decoder.lstm.weight_ih_l0 = torch.nn.Parameter(decoder.lstm.weight_ih_l0.detach() * 2)  # replaced
+    decoder.lstm.flatten_parameters()
+    assert not torch.allclose(second, both(), atol=1e-3)
+
+
+def test_too_large_an_input_gate_table_is_not_kept(monkeypatch):
+    from captioner.models import decoder as module
+
+    decoder = LSTMDecoder(DecoderConfig(vocab_size=30, feature_dim=8, embed_dim=16, hidden_size=24,
+                                        dropout=0.0)).eval()
+    monkeypatch.setattr(module, "INPUT_GATE_TABLE_MAX_BYTES", 30 * 96 * 4 - 1)  # one byte short
+    assert decoder.input_gate_table() is None
+    tokens, state = torch.tensor([3, 4]), decoder.init_state(torch.randn(2, 8))
+    with torch.no_grad():
+        fast, _ = decoder.step(tokens, state)
+    with torch.enable_grad():
+        lstm, _ = decoder.step(tokens, state)
+    assert torch.allclose(fast, lstm.detach(), atol=1e-5, rtol=0)

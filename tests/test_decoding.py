@@ -206,6 +206,38 @@ def test_invalid_arguments_are_refused():
         run(greedy, TRAP, max_length=0)
 
 
+class Counting(MarkovDecoder):
+    """A Markov decoder with one table per image (feature 0 picks it) that records how many
+    rows each step is asked for."""
+
+    def __init__(self, tables):
+        self.log_tables = torch.tensor(tables, dtype=torch.float64).log().float()
+        self.rows = []
+
+    def init_state(self, features):
+        return features[:, 0].long()
+
+    def step(self, tokens, state):
+        self.rows.append(tokens.shape[0])
+        return self.log_tables[state, tokens], state
+
+
+def test_finished_captions_leave_the_batch_on_the_cpu():
+    """Image 0 says "A", image 1 "B X Y": greedy steps both rows twice (A; <end> and X), then
+    only image 1's (Y; <end>). Beam 2 on TRAP steps the one start row, then two rows twice."""
+    short = markov_table({START: {A: 1.0}, A: {END: 1.0}}, vocab_size=9)
+    long = markov_table({START: {B: 1.0}, B: {X: 1.0}, X: {Y: 1.0}, Y: {END: 1.0}}, vocab_size=9)
+    decoder = Counting([short, long])
+    hyps = greedy(decoder, torch.tensor([[0.0], [1.0]]), START, END, max_length=10)
+    assert [h.tokens for h in hyps] == [(A,), (B, X, Y)]
+    assert [h.log_prob for h in hyps] == [0.0, 0.0]
+    assert decoder.rows == [2, 2, 1, 1]
+    decoder = Counting([TRAP])
+    (beam,) = beam_search(decoder, torch.zeros(1, 1), START, END, beam_size=2, num_return=2)
+    assert [h.tokens for h in beam] == [(B, Z), (A, X)]
+    assert decoder.rows == [1, 2, 2]
+
+
 # -- agreement with the previous implementation -----------------------------------------------------------
 @on_every_device
 @pytest.mark.parametrize("seed", range(6))
