@@ -1,6 +1,6 @@
 """Run every benchmark and write bench/RESULTS.md (and bench/results.json).
 
-    python bench/run.py [--quick] [--rows 1,2,3] (rows 1-10) [--out bench/RESULTS.md]
+    python bench/run.py [--quick] [--rows 1,2,3] (rows 1-11) [--out bench/RESULTS.md]
     python bench/run.py --device cuda [--quick]   (the device table: bench/RESULTS-cuda.md)
 
 `make bench` runs the full set (about 10 minutes on 2 cores), and the device table on CUDA
@@ -48,6 +48,11 @@ def _row_10(quick):
     return bench_greedy.rows(quick)
 
 
+def _row_11(quick):
+    import bench_beam
+    return bench_beam.rows(quick)
+
+
 def _row_6(quick):
     import bench_visualize
     row = bench_visualize.row_filters(quick)
@@ -57,7 +62,8 @@ def _row_6(quick):
 
 
 GROUPS = {"1": _rows_1_2_4, "2": _rows_1_2_4, "4": _rows_1_2_4, "8": _rows_1_2_4, "9": _rows_1_2_4, "3": _rows_3_7,
-          "7": _rows_3_7, "5": _row_5, "6": _row_6, "10": _row_10}
+          "7": _rows_3_7, "5": _row_5, "6": _row_6, "10": _row_10,
+          "11": _row_11}
 
 
 def markdown(results: dict) -> str:
@@ -99,12 +105,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="every row small: checks that they run")
     parser.add_argument("--rows", default=",".join(sorted(GROUPS)), help="comma-separated row numbers")
     parser.add_argument("--out", help="the table (default bench/RESULTS.md; with --device, RESULTS-DEVICE.md)")
-    parser.add_argument("--device", help="run the device table (rows D1-D5) on cpu or cuda instead of rows 1-10")
+    parser.add_argument("--device", help="run the device table (rows D1-D5) on cpu or cuda instead of rows 1-11")
     args = parser.parse_args()
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = sorted(set(wanted) - set(GROUPS))
     if unknown:
-        parser.error(f"unknown rows {unknown}; rows are 1-10")
+        parser.error(f"unknown rows {unknown}; rows are 1-11")
     started = time.time()
     info = machine()
     if args.device:

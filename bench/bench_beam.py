@@ -1,0 +1,120 @@
+"""Beam search against a common anchor: the one-image beam search of
+sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning (``caption.py``, ``caption_image_beam_search``).
+
+    python bench/bench_beam.py [--quick]
+
+Both sides run the bundled model's decoder on the features of the same JPEG photos, on one
+torch thread. The anchor, written out below on our modules without its attention (this
+decoder has none), decodes one image at a time: its k beams are the batch; every step runs
+embedding -> ``nn.LSTM`` step -> linear -> log-softmax, adds the beams' scores, takes the
+top k of the flattened (k x vocabulary) scores, moves beams that chose ``<end>`` to the
+finished list and shrinks k, until k is 0 or the step limit. Ours is
+:func:`captioner.decoding.beam_search` on batches of 16 images (the CLI's default). Both rank
+by plain log-probability (length penalty 0) with the same step limit, so their captions
+can be compared; ours also bans ``<pad>``, ``<start>`` and ``<unk>``, which the anchor does not.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from common import alternate, corpus, run_rows
+
+from captioner import Captioner  # noqa: E402
+from captioner.data.images import load_image  # noqa: E402
+from captioner.data.preprocess import preprocess  # noqa: E402
+from captioner.decoding import beam_search  # noqa: E402
+
+BATCH = 16
+
+
+@torch.no_grad()
+def anchor_beam_search(decoder, features: torch.Tensor, start_id: int, end_id: int, beam_size: int,
+                       max_steps: int) -> list[int]:
+    """One image's caption by the anchor's loop (see the module docstring)."""
+    k = beam_size
+    vocab_size = decoder.config.vocab_size
+    prev_words = torch.full((k,), start_id, dtype=torch.long)
+    seqs = prev_words.unsqueeze(1)
+    top_scores = torch.zeros(k, 1)
+    h, c = decoder.init_state(features.expand(k, -1))
+    complete, complete_scores = [], []
+    for step in range(1, max_steps + 1):
+        output, (h, c) = decoder.lstm(decoder.embed(prev_words).unsqueeze(1), (h, c))
+        scores = F.log_softmax(decoder.out(output.squeeze(1)), dim=1)
+        scores = top_scores.expand_as(scores) + scores
+        if step == 1:  # all beams are the same <start>: take the top k of one row
+            top_scores_flat, top_words = scores[0].topk(k, 0, True, True)
+        else:
+            top_scores_flat, top_words = scores.view(-1).topk(k, 0, True, True)
+        prev_inds = torch.div(top_words, vocab_size, rounding_mode="floor")
+        next_words = top_words % vocab_size
+        seqs = torch.cat([seqs[prev_inds], next_words.unsqueeze(1)], dim=1)
+        incomplete = [i for i, word in enumerate(next_words.tolist()) if word != end_id]
+        finished = sorted(set(range(len(next_words))) - set(incomplete))
+        if finished:
+            complete.extend(seqs[finished].tolist())
+            complete_scores.extend(top_scores_flat[finished].tolist())
+        k -= len(finished)
+        if k == 0:
+            break
+        seqs = seqs[incomplete]
+        h, c = h[:, prev_inds[incomplete]], c[:, prev_inds[incomplete]]
+        top_scores = top_scores_flat[incomplete].unsqueeze(1)
+        prev_words = next_words[incomplete]
+    if not complete:  # nothing finished within the step limit: the best unfinished beam
+        complete, complete_scores = seqs.tolist(), top_scores.squeeze(1).tolist()
+    best = complete[complete_scores.index(max(complete_scores))]
+    return [w for w in best[1:] if w != end_id]
+
+
+def row(beam: int, quick: bool) -> dict:
+    count, repeats = (16, 1) if quick else (64, 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        captioner = Captioner.from_checkpoint(device="cpu")
+        paths = corpus(count)
+        pixels = torch.stack([preprocess(load_image(p), captioner.preprocessing) for p in paths])
+        with torch.no_grad():
+            features = torch.cat([captioner.encode(chunk) for chunk in pixels.split(BATCH)])
+        decoder, vocab = captioner.model.decoder, captioner.vocab
+        max_length = captioner.decoding.max_length
+        banned = sorted(vocab.never_generated)
+        out = {}
+
+        def anchor():
+            out["anchor"] = [anchor_beam_search(decoder, features[i:i + 1], vocab.start_id, vocab.end_id, beam,
+                                                max_length + 1) for i in range(count)]
+
+        def ours():
+            out["ours"] = [list(hyps[0].tokens) for chunk in features.split(BATCH)
+                           for hyps in beam_search(decoder, chunk, vocab.start_id, vocab.end_id, beam_size=beam,
+                                                   max_length=max_length, length_penalty=0.0, banned=banned)]
+
+        t_anchor, t_ours = alternate(anchor, ours, repeats)
+    finally:
+        torch.set_num_threads(threads)
+    same = sum(a == b for a, b in zip(out["anchor"], out["ours"]))
+    ratio = t_anchor / t_ours
+    return {
+        "row": f"11. Beam search vs sgrvinod's one-image beam search, beam {beam}",
+        "baseline": f"sgrvinod caption_image_beam_search loop, one image at a time, beam {beam}",
+        "ours": f"captioner.decoding.beam_search, batches of {BATCH}, beam {beam}",
+        "baseline_value": round(count / t_anchor, 1), "ours_value": round(count / t_ours, 1), "unit": "img/s",
+        "ratio": round(ratio, 2), "ratio_is": "speed-up",
+        "target": "report only (17-28x was measured on the 16-core GPU machine's CPU)", "met": None,
+        "command": "python bench/bench_beam.py" + (" --quick" if quick else ""),
+        "notes": f"{count} photos of the bench corpus, bundled model, 1 torch thread, length penalty 0, step limit "
+                 f"{max_length + 1}; same caption from both for {same} of {count}; medians of {repeats} "
+                 "alternating runs",
+    }
+
+
+def rows(quick: bool = False) -> list[dict]:
+    return [row(3, quick), row(5, quick)]
+
+
+if __name__ == "__main__":
+    run_rows(rows, __doc__)
