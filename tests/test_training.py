@@ -128,9 +128,12 @@ def test_half_checkpoints_resume_bit_exactly(shapes, tmp_path):
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_path):
     # lr 3e37 is finite, but one AdamW step takes the weights to about 3e38 (the float32 limit):
-    # the second epoch's loss is NaN
+    # the second epoch's loss is NaN. A config refuses an lr above 10 (see the test below), so
+    # the lr is set after validation: the guard in the loop is for runs that diverge anyway.
+    config = config_from_dict(settings(shapes, tmp_path / "wild", epochs=3, batch_size=1000, lr_schedule="constant"))
+    config.train.lr = 3e37
     with pytest.raises(TrainingError, match=r"training diverged: epoch 2: the training loss became nan at step 2"):
-        run(shapes, tmp_path / "wild", epochs=3, lr=3e37, batch_size=1000, lr_schedule="constant")
+        train(config)
     last = load_checkpoint(tmp_path / "wild" / "last.pt")
     assert last.training["epoch"] == 1 and last.train_state["progress"]["step"] == 1
     assert all(bool(torch.isfinite(t).all()) for t in last.decoder_state.values())
@@ -236,6 +239,20 @@ def test_cli_train_reports_config_mistakes(shapes, tmp_path, capsys):
     path.write_text(yaml.safe_dump(config))
     assert main(["train", "--config", str(path)]) == 2
     assert "unknown config key train.epoch (did you mean train.epochs?)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["lr", "encoder_lr"])
+def test_cli_train_refuses_a_huge_finite_learning_rate_in_one_line(shapes, tmp_path, capsys, key):
+    # 1e39 is a finite double but overflows float32: AdamW's update raised a RuntimeError
+    # (a traceback) after the feature cache was built; now the config refuses it up front.
+    path = tmp_path / "c.yaml"
+    config = settings(shapes, tmp_path / "huge", epochs=1, fine_tune_encoder=key == "encoder_lr")
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(path), "--set", f"train.{key}=1e39"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"captioner train: error: {path}: train.{key} must be in [0, 10] (AdamW moves each weight by about "
+                   "lr per step), got 1e+39"]
+    assert not (tmp_path / "huge").exists()
 
 
 def float16_steps_apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
