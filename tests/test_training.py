@@ -303,6 +303,62 @@ def test_two_processes_train_the_same_model_as_one(shapes, tmp_path):
     assert float16_steps_apart(f1, f2).max() <= 1
 
 
+# Runs `captioner train ARGS...` (argv[2:]) but raises KeyboardInterrupt, as Ctrl-C would, in
+# every process's argv[1]-th optimizer step of this run.
+INTERRUPTED_TRAIN = """
+import sys
+import torch
+from captioner.cli import main
+
+real_step, calls = torch.optim.AdamW.step, [0]
+
+def step_then_interrupt(self, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == int(sys.argv[1]):
+        raise KeyboardInterrupt
+    return real_step(self, *args, **kwargs)
+
+torch.optim.AdamW.step = step_then_interrupt
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_two_processes_resume_bit_exactly_each_from_its_own_random_numbers(shapes, tmp_path):
+    """A 2-process run interrupted (Ctrl-C) in epoch 2 and resumed ends with the weights of an
+    uninterrupted one. Dropout is on, and batches of 15 give the processes shares of 8 and 7
+    captions, so they draw different amounts of random numbers and their RNG states part:
+    restoring process 0's states in both (as before) changed process 1's dropout masks.
+    (Three torchrun launches, about 15 s each here, mostly starting Python and PyTorch.)"""
+    config = settings(shapes, tmp_path / "straight", epochs=2, batch_size=15, lr_schedule="constant")
+    config["train"]["cache_dir"] = str(tmp_path / "cache")
+    (tmp_path / "straight.yaml").write_text(yaml.safe_dump(config))
+    config["train"]["out_dir"] = str(tmp_path / "split")
+    (tmp_path / "split.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "interrupted.py").write_text(INTERRUPTED_TRAIN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(*args):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               *args], capture_output=True, text=True, env=env)
+
+    done = torchrun("-m", "captioner", "train", "--config", str(tmp_path / "straight.yaml"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    split = ["train", "--config", str(tmp_path / "split.yaml")]
+    # 4 steps per epoch (72 captions, batches of 15): the 6th step is the 2nd of epoch 2
+    stopped = torchrun(str(tmp_path / "interrupted.py"), "6", *split)
+    assert stopped.returncode != 0 and "interrupted at epoch 2, step 5" in stopped.stderr, stopped.stderr[-3000:]
+    saved = load_checkpoint(tmp_path / "split" / "last.pt").train_state
+    assert saved["progress"] == {"epoch": 1, "step": 5, "step_in_epoch": 1}
+    done = torchrun("-m", "captioner", *split, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "split" / "last.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # each process's states were saved, and they differ (so the test can tell them apart)
+    first, second = saved["rng_ranks"]
+    assert torch.equal(first["cpu"], saved["rng_cpu"]) and not torch.equal(first["cpu"], second["cpu"])
+
+
 def test_float16_steps_apart_known_answers():
     a = np.array([1.0, 1.0, 2.0, -0.5, 0.0], dtype=np.float16)
     b = np.array([1.0, 1.0 + 2.0 ** -10, 2.0 - 2.0 ** -10, -0.5 - 2.0 ** -11, 2.0 ** -24], dtype=np.float16)
