@@ -126,6 +126,20 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, argv, messa
     assert not (tmp_path / "x.png").exists()
 
 
+def test_deepdream_refuses_a_photo_of_an_extreme_aspect_ratio_in_one_line(capsys, tmp_path):
+    # preprocessing resizes the shorter side to 256 (Lite0): a 1 x 20000 strip of a few bytes
+    # would become 256 x 5,120,000 pixels, about 16 GB of float32
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1, 20000), (200, 30, 30)).save(strip)
+    code, _, err = run(capsys, "deepdream", "--layer", "features.2.1", "--image", str(strip), "--steps", "1",
+                       "--size", "32", "--quiet", "--out", str(tmp_path / "d.png"))
+    assert code == 2
+    assert err.splitlines() == [
+        f"captioner visualize: error: {strip}: extreme aspect ratio: 1 x 20000 pixels would become 1,310,720,000 "
+        "pixels when the shorter side is resized to 256, more than the limit of 89,478,485"]
+    assert not (tmp_path / "d.png").exists()
+
+
 def test_parse_channels():
     assert parse_channels("0:4") == [0, 1, 2, 3]
     assert parse_channels("0:16:5") == [0, 5, 10, 15]
