@@ -123,6 +123,13 @@ class TrainConfig:
 
 VAL_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
 
+# The largest learning rate a config may ask for. AdamW moves every weight by about lr per
+# step whatever the gradient's scale (10 lr on the first step, its bias correction), and the
+# weights start well below 1 in size: an lr of 10 already throws them far away in one step,
+# so no useful run is near it (typical: 1e-5 to 1e-2). Huge finite values are not just
+# useless: above about 3e38 (float32's limit) AdamW's update overflows with a traceback.
+MAX_LR = 10.0
+
 
 @dataclass
 class Config:
@@ -162,6 +169,12 @@ class Config:
                               "(train.fine_tune_encoder false)")
         if not 0 <= self.train.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in [0, 1), got {self.train.ema_decay}")
+        for key, value in (("train.lr", self.train.lr), ("train.encoder_lr", self.train.encoder_lr)):
+            if not 0 <= value <= MAX_LR:
+                raise ConfigError(f"{key} must be in [0, {MAX_LR:g}] (AdamW moves each weight by about lr "
+                                  f"per step), got {value:g}")
+        if self.train.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be at least 0, got {self.train.weight_decay:g}")
         if not 0 <= self.train.label_smoothing < 1:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
         if self.data.val_fraction + self.data.test_fraction >= 1:

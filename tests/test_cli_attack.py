@@ -85,6 +85,40 @@ def test_unreadable_image_is_named(tmp_path, capsys):
     assert err.count("\n") == 1 and f"{broken}: " in err
 
 
+@pytest.fixture
+def strip(tmp_path):
+    """A 1 x 20000 PNG: the victims' preprocessing resizes its shorter side to 256 (Lite0), which
+    would make it 256 x 5,120,000 pixels, about 16 GB of float32."""
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (1, 20000), (200, 30, 30)).save(path)
+    return path
+
+
+STRIP_REASON = ("extreme aspect ratio: 1 x 20000 pixels would become 1,310,720,000 pixels when the shorter side is "
+                "resized to 256, more than the limit of 89,478,485")
+
+
+@pytest.mark.parametrize("kind", ["classify", "caption"])
+def test_an_extreme_aspect_ratio_is_a_one_line_error(strip, tiny_ckpt, tmp_path, capsys, kind):
+    victim = ["--checkpoint", str(tiny_ckpt)] if kind == "caption" else []
+    assert main(["attack", kind, str(strip), *victim, "--device", "cpu", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"captioner attack: error: {strip}: {STRIP_REASON}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_skips_an_image_of_an_extreme_aspect_ratio(strip, examples_dir, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(strip, images / "strip.png")
+    Image.open(examples_dir / "coffee.jpg").convert("RGB").resize((64, 48)).save(images / "coffee.png")
+    assert main(["attack", "report", "--model", "efficientnet_lite0", "--images", str(images), "--eps", "0",
+                 "--device", "cpu", "--out", str(tmp_path / "report"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["images"] == 1
+    strip_copy = images / "strip.png"
+    assert report["skipped"] == [{"path": str(strip_copy), "error": f"{strip_copy}: {STRIP_REASON}"}]
+
+
 def test_caption_untargeted_and_targeted(tiny_ckpt, examples_dir, tmp_path, capsys):
     image = str(examples_dir / "cat.jpg")
     assert main(["attack", "caption", image, "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path), "--json",

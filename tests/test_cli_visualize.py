@@ -4,12 +4,16 @@ sizes and few steps."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 from captioner.cli import main
+from captioner.data.images import load_image
+from captioner.data.preprocess import preprocess
 from captioner.cli.visualize import parse_channels
 from helpers import DEVICES
 
@@ -91,6 +95,34 @@ def test_class_prints_the_probability(capsys, tmp_path):
         assert image.size == (32, 32)  # a single image is saved as it is, without a label
 
 
+def test_readme_class_command_prints_the_probability_of_the_png_it_writes(capsys, tmp_path, monkeypatch, lite0):
+    """The README's `captioner visualize class --class espresso --out espresso.png --quiet`, as
+    quoted (128 steps at 224 px, about 10 s here), on the CPU. The logit (of the float image)
+    is left out of the comparison: 128 Adam steps carry float rounding that depends on the CPU
+    and its thread count into its digits (README 36.94; here 37.59 with 2 threads, 37.10 with 1).
+    The claims are checked: p=1.0000 and top-1 espresso, and the probability is that of the
+    PNG on disk as load_image + preprocess read it."""
+    command = "captioner visualize class --class espresso --out espresso.png --quiet"
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    quoted = readme.split(f"$ {command}\n", 1)[1].split("\n```", 1)[0].splitlines()
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *command.split()[2:], "--device", "cpu")
+    assert code == 0
+    assert [re.sub(r"logit=\S+", "logit=*", line) for line in [*out.splitlines(), *err.splitlines()]] == [
+        "espresso\tp=1.0000 logit=* top-1: espresso (1.0000)", "wrote espresso.png and espresso.json"]
+    assert [re.sub(r"logit=\S+", "logit=*", line) for line in quoted] == [
+        "espresso\tp=1.0000 logit=* top-1: espresso (1.0000)", "wrote espresso.png and espresso.json"]
+    image = load_image(tmp_path / "espresso.png", resize_to=lite0.preprocessing.resize_size)
+    assert image.size == (224, 224)
+    with torch.no_grad():
+        probabilities = lite0.classify(preprocess(image, lite0.preprocessing)[None]).softmax(dim=-1)[0]
+    record = json.loads((tmp_path / "espresso.json").read_text())["targets"][0]
+    assert (record["class"], record["index"], record["top1"]) == ("espresso", 967, "espresso")
+    assert int(probabilities.argmax()) == 967
+    assert record["probability"] == record["top1_probability"] == round(float(probabilities[967]), 5)
+    assert f"p={probabilities[967]:.4f} " in out
+
+
 def test_neuron_and_deepdream_run(capsys, tmp_path, examples_dir):
     code, out, _ = run(capsys, "neuron", "--layer", "body.1.0", "--channels", "0,7", "--x", "3", "--y", "4",
                        "--steps", "2", "--size", "32", "--quiet", "--out", str(tmp_path / "n.png"))
@@ -124,6 +156,20 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, argv, messa
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.png").exists()
+
+
+def test_deepdream_refuses_a_photo_of_an_extreme_aspect_ratio_in_one_line(capsys, tmp_path):
+    # preprocessing resizes the shorter side to 256 (Lite0): a 1 x 20000 strip of a few bytes
+    # would become 256 x 5,120,000 pixels, about 16 GB of float32
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1, 20000), (200, 30, 30)).save(strip)
+    code, _, err = run(capsys, "deepdream", "--layer", "features.2.1", "--image", str(strip), "--steps", "1",
+                       "--size", "32", "--quiet", "--out", str(tmp_path / "d.png"))
+    assert code == 2
+    assert err.splitlines() == [
+        f"captioner visualize: error: {strip}: extreme aspect ratio: 1 x 20000 pixels would become 1,310,720,000 "
+        "pixels when the shorter side is resized to 256, more than the limit of 89,478,485"]
+    assert not (tmp_path / "d.png").exists()
 
 
 def test_parse_channels():

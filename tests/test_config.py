@@ -22,7 +22,7 @@ def test_values_and_overrides(tmp_path):
     assert config.train.batch_size == 16 and config.model.encoder_weights is None
     assert config.train.label_smoothing == 0.1
     assert load_config(None).model.encoder == "efficientnet_lite0"
-    assert load_config(None, ["train.val_metric=BLEU-4", "train.lr=1e30"]).train.val_metric == "BLEU-4"
+    assert load_config(None, ["train.val_metric=BLEU-4", "train.lr=1e-3"]).train.val_metric == "BLEU-4"
 
 
 @pytest.mark.parametrize("text,overrides,message", [
@@ -43,6 +43,12 @@ def test_values_and_overrides(tmp_path):
     ("", ["train.lr=.nan"], "train.lr: expected a finite number, got nan"),
     ("", ["train.weight_decay=-.inf"], "train.weight_decay: expected a finite number"),
     ("", ["train.grad_clip=inf"], "train.grad_clip: expected a finite number, got 'inf'"),
+    ("train:\n  lr: 1.0e+39\n", [], "train.lr must be in [0, 10] (AdamW moves each weight by about lr per step), "
+                                    "got 1e+39"),
+    ("", ["train.lr=10.5"], "train.lr must be in [0, 10]"),
+    ("", ["train.lr=-1e-4"], "train.lr must be in [0, 10]"),
+    ("", ["train.encoder_lr=1e39"], "train.encoder_lr must be in [0, 10]"),
+    ("", ["train.weight_decay=-0.01"], "train.weight_decay must be at least 0, got -0.01"),
     ("", ["decode.length_penalty=.inf"], "decode.length_penalty: expected a finite number"),
     ("", ["train.val_metric=CIDEr"],
      "train.val_metric: 'CIDEr' is not one of BLEU-1, BLEU-2, BLEU-3, BLEU-4, METEOR, ROUGE-L, CIDEr-D"),
@@ -54,6 +60,11 @@ def test_mistakes_are_errors_naming_the_key(tmp_path, text, overrides, message):
     assert message in str(info.value)
     if not overrides:
         assert str(info.value).startswith(str(tmp_path / "c.yaml") + ": ")
+
+
+def test_learning_rates_up_to_the_bound_are_accepted():
+    config = load_config(None, ["train.lr=10", "train.encoder_lr=0", "train.weight_decay=0"])
+    assert (config.train.lr, config.train.encoder_lr, config.train.weight_decay) == (10.0, 0.0, 0.0)
 
 
 def test_missing_config_file(tmp_path):

@@ -128,9 +128,12 @@ def test_half_checkpoints_resume_bit_exactly(shapes, tmp_path):
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_path):
     # lr 3e37 is finite, but one AdamW step takes the weights to about 3e38 (the float32 limit):
-    # the second epoch's loss is NaN
+    # the second epoch's loss is NaN. A config refuses an lr above 10 (see the test below), so
+    # the lr is set after validation: the guard in the loop is for runs that diverge anyway.
+    config = config_from_dict(settings(shapes, tmp_path / "wild", epochs=3, batch_size=1000, lr_schedule="constant"))
+    config.train.lr = 3e37
     with pytest.raises(TrainingError, match=r"training diverged: epoch 2: the training loss became nan at step 2"):
-        run(shapes, tmp_path / "wild", epochs=3, lr=3e37, batch_size=1000, lr_schedule="constant")
+        train(config)
     last = load_checkpoint(tmp_path / "wild" / "last.pt")
     assert last.training["epoch"] == 1 and last.train_state["progress"]["step"] == 1
     assert all(bool(torch.isfinite(t).all()) for t in last.decoder_state.values())
@@ -238,6 +241,20 @@ def test_cli_train_reports_config_mistakes(shapes, tmp_path, capsys):
     assert "unknown config key train.epoch (did you mean train.epochs?)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("key", ["lr", "encoder_lr"])
+def test_cli_train_refuses_a_huge_finite_learning_rate_in_one_line(shapes, tmp_path, capsys, key):
+    # 1e39 is a finite double but overflows float32: AdamW's update raised a RuntimeError
+    # (a traceback) after the feature cache was built; now the config refuses it up front.
+    path = tmp_path / "c.yaml"
+    config = settings(shapes, tmp_path / "huge", epochs=1, fine_tune_encoder=key == "encoder_lr")
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(path), "--set", f"train.{key}=1e39"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"captioner train: error: {path}: train.{key} must be in [0, 10] (AdamW moves each weight by about "
+                   "lr per step), got 1e+39"]
+    assert not (tmp_path / "huge").exists()
+
+
 def float16_steps_apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """How many float16 steps separate ``a`` and ``b`` (float16 arrays), measured in the
     step of the larger magnitude."""
@@ -284,6 +301,62 @@ def test_two_processes_train_the_same_model_as_one(shapes, tmp_path):
     f1, f2 = whole.load()[0], np.load(sharded_dir / "features.npy")
     assert f1.shape == f2.shape == (len(index["paths"]), 1, 1280)
     assert float16_steps_apart(f1, f2).max() <= 1
+
+
+# Runs `captioner train ARGS...` (argv[2:]) but raises KeyboardInterrupt, as Ctrl-C would, in
+# every process's argv[1]-th optimizer step of this run.
+INTERRUPTED_TRAIN = """
+import sys
+import torch
+from captioner.cli import main
+
+real_step, calls = torch.optim.AdamW.step, [0]
+
+def step_then_interrupt(self, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == int(sys.argv[1]):
+        raise KeyboardInterrupt
+    return real_step(self, *args, **kwargs)
+
+torch.optim.AdamW.step = step_then_interrupt
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_two_processes_resume_bit_exactly_each_from_its_own_random_numbers(shapes, tmp_path):
+    """A 2-process run interrupted (Ctrl-C) in epoch 2 and resumed ends with the weights of an
+    uninterrupted one. Dropout is on, and batches of 15 give the processes shares of 8 and 7
+    captions, so they draw different amounts of random numbers and their RNG states part:
+    restoring process 0's states in both (as before) changed process 1's dropout masks.
+    (Three torchrun launches, about 15 s each here, mostly starting Python and PyTorch.)"""
+    config = settings(shapes, tmp_path / "straight", epochs=2, batch_size=15, lr_schedule="constant")
+    config["train"]["cache_dir"] = str(tmp_path / "cache")
+    (tmp_path / "straight.yaml").write_text(yaml.safe_dump(config))
+    config["train"]["out_dir"] = str(tmp_path / "split")
+    (tmp_path / "split.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "interrupted.py").write_text(INTERRUPTED_TRAIN)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(*args):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               *args], capture_output=True, text=True, env=env)
+
+    done = torchrun("-m", "captioner", "train", "--config", str(tmp_path / "straight.yaml"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    split = ["train", "--config", str(tmp_path / "split.yaml")]
+    # 4 steps per epoch (72 captions, batches of 15): the 6th step is the 2nd of epoch 2
+    stopped = torchrun(str(tmp_path / "interrupted.py"), "6", *split)
+    assert stopped.returncode != 0 and "interrupted at epoch 2, step 5" in stopped.stderr, stopped.stderr[-3000:]
+    saved = load_checkpoint(tmp_path / "split" / "last.pt").train_state
+    assert saved["progress"] == {"epoch": 1, "step": 5, "step_in_epoch": 1}
+    done = torchrun("-m", "captioner", *split, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "split" / "last.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # each process's states were saved, and they differ (so the test can tell them apart)
+    first, second = saved["rng_ranks"]
+    assert torch.equal(first["cpu"], saved["rng_cpu"]) and not torch.equal(first["cpu"], second["cpu"])
 
 
 def test_float16_steps_apart_known_answers():

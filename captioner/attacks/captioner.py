@@ -45,6 +45,11 @@ class CaptionVictim:
         self.method = self.settings.method
         self.beam_size = self.settings.beam_size
 
+    @property
+    def resize_size(self) -> int:
+        """The size the encoder's preprocessing resizes images to (see :func:`load_image`)."""
+        return self.captioner.preprocessing.resize_size
+
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.module.encoder(preprocess(pixels, self.captioner.preprocessing))
 

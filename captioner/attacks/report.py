@@ -44,10 +44,10 @@ def format_eps(eps: float) -> str:
     return f"{eps:.4g}"
 
 
-def _load(paths: Sequence[str]):
+def _load(paths: Sequence[str], resize_to: int | None):
     for index, path in enumerate(paths):
         try:
-            yield index, pil_to_tensor(load_image(path)), None
+            yield index, pil_to_tensor(load_image(path, resize_to=resize_to)), None
         except ImageLoadError as error:
             yield index, None, str(error)
 
@@ -66,10 +66,11 @@ def _attack_all(probe, attacks: dict, paths: Sequence[str], eps_values: list[flo
     clean: dict[int, torch.Tensor] = {}
     found: dict[float, dict[int, tuple]] = {eps: {} for eps in eps_values}
     skipped = []
+    resize_to = getattr(probe.victim, "resize_size", None)  # the victim's preprocessing, when it has one
     progress = tqdm(total=len(paths), unit="img", disable=not show, file=sys.stderr)
     for start in range(0, len(paths), batch_size):
         loaded = []
-        for index, pixels, error in _load(paths[start:start + batch_size]):
+        for index, pixels, error in _load(paths[start:start + batch_size], resize_to):
             if error:
                 skipped.append({"path": paths[start + index], "error": error})
             else:

@@ -73,10 +73,11 @@ def build_attack(victim, eps: float, method: str | None = None, steps: int = 10,
     return make_attack(method, victim, eps, steps, alpha, **options)
 
 
-def read_pixels(path: str | os.PathLike) -> torch.Tensor:
-    """An image file as (3, H, W) uint8; unreadable files raise a ValueError naming the file."""
+def read_pixels(path: str | os.PathLike, resize_to: int | None = None) -> torch.Tensor:
+    """An image file as (3, H, W) uint8; unreadable files, and with ``resize_to`` (the victim's
+    preprocessing) images whose resize would be huge, raise a ValueError naming the file."""
     try:
-        return pil_to_tensor(load_image(path))
+        return pil_to_tensor(load_image(path, resize_to=resize_to))
     except ImageLoadError as error:
         raise ArgumentError(str(error)) from None
 
@@ -96,8 +97,8 @@ def attack_classifier(image: str | os.PathLike, out: str | os.PathLike, model: s
                       max_extra_steps: int = 20, device: str | torch.device | None = None) -> ImageAttack:
     """Attack an ImageNet classifier on one image; ``target``: a class name or index (targeted)."""
     check_writable(out, folder=True)
-    pixels = read_pixels(image)
     victim = classifier_victim(model, device)
+    pixels = read_pixels(image, victim.resize_size)
     target = None if target is None else victim.label_index(target)
     attack = build_attack(victim, eps, method, steps, alpha, seed, targeted=target is not None,
                           until_saved=until_saved, max_extra_steps=max_extra_steps)
@@ -131,8 +132,8 @@ def attack_caption(image: str | os.PathLike, out: str | os.PathLike, checkpoint:
                    device: str | torch.device | None = None) -> ImageAttack:
     """Change the caption of one image, or (``target_caption``) make the model write that caption."""
     check_writable(out, folder=True)
-    pixels = read_pixels(image)
     victim = caption_victim(checkpoint, device, decode, guide)
+    pixels = read_pixels(image, victim.resize_size)
     targeted = target_caption is not None
     if targeted:
         victim.labels_from(target_caption, 1)  # unknown words: fail before the attack runs

@@ -47,6 +47,13 @@ class ClassifierVictim:
         self.module = model
         self.categories = list(categories) if categories is not None else getattr(model, "categories", None)
 
+    @property
+    def resize_size(self) -> int | None:
+        """The size the model resizes images to (an encoder's preprocessing), if known: what
+        :func:`captioner.data.images.load_image` checks extreme aspect ratios against."""
+        preprocessing = getattr(getattr(self.module, "encoder", None), "preprocessing", None)
+        return None if preprocessing is None else preprocessing.resize_size
+
     def loss(self, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.module(pixels), labels, reduction="none")
 

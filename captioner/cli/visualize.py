@@ -138,7 +138,8 @@ def run(args) -> int:
     elif args.action == "class":
         result = viz.visualize_class(encoder, args.classes, **options)
     else:
-        result = viz.visualize_deepdream(encoder, _need_layer(args), _photo(args.image), **options)
+        photo = _photo(args.image, encoder.preprocessing.resize_size)
+        result = viz.visualize_deepdream(encoder, _need_layer(args), photo, **options)
     path = result.save(args.out, args.json, columns=args.columns, tile=32 if weights else None)
     for label, record in zip(result.labels, result.records):
         print(f"{label}\t{_describe(record)}")
@@ -146,11 +147,12 @@ def run(args) -> int:
     return 0
 
 
-def _photo(path: str | None):
+def _photo(path: str | None, resize_to: int):
+    """The --image photo; refused when resizing it to ``resize_to`` (the encoder's preprocessing) would be huge."""
     if path is None:
         return None
     try:
-        return load_image(path)
+        return load_image(path, resize_to=resize_to)
     except ImageLoadError as error:
         raise ArgumentError(str(error)) from None
 

@@ -41,6 +41,14 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
+    def all_gather(self, value) -> list:
+        """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
+        if not self.enabled:
+            return [value]
+        values = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
     def broadcast_flag(self, flag: bool) -> bool:
         """Rank 0's decision, on every rank."""
         if not self.enabled:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +22,12 @@ class Progress:
     # The RNG states before the step in progress (see rng_states): what an interrupted run
     # must save, so that the resumed run redoes that step with the same dropout masks.
     rng_before_step: dict | None = field(default=None, repr=False, compare=False)
+    # Multi-process runs: every process's RNG states before the step in progress (or the
+    # next one), in rank order, so that rank 0 can save them all when interrupted, without
+    # a collective call then. ``gather_rng`` (set by the run) collects them after each
+    # step's backward pass, once the step has drawn all its random numbers.
+    rng_of_ranks: list | None = field(default=None, repr=False, compare=False)
+    gather_rng: Callable[[], list] | None = field(default=None, repr=False, compare=False)
 
     def counters(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch}
@@ -56,6 +63,7 @@ def optimizer_step(loss: torch.Tensor, optimizer, scheduler, progress: Progress,
         raise NonFiniteLoss(f"the training loss became {loss.item()} at step {progress.step + 1}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    following = progress.gather_rng() if progress.gather_rng is not None else None  # the next step's
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     optimizer.step()
@@ -65,6 +73,8 @@ def optimizer_step(loss: torch.Tensor, optimizer, scheduler, progress: Progress,
     progress.step += 1
     progress.step_in_epoch += 1
     progress.rng_before_step = None
+    if following is not None:
+        progress.rng_of_ranks = following
 
 
 def caption_loss(logits: torch.Tensor, captions: torch.Tensor, label_smoothing: float,

@@ -154,8 +154,11 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
 
     progress, history, best = Progress(), [], {"score": -math.inf, "epoch": -1, "bad_epochs": 0}
     if previous is not None:
-        progress, history, best = _restore(previous, optimizer, scheduler, info.device)
+        progress, history, best = _restore(previous, optimizer, scheduler, info)
         log(info, f"resuming at epoch {progress.epoch + 1}, step {progress.step}")
+    if info.enabled:  # every process's RNG states, for last.pt (see Progress.rng_of_ranks)
+        progress.gather_rng = lambda: info.all_gather(rng_states(info.device))
+        progress.rng_of_ranks = progress.gather_rng()
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -286,11 +289,21 @@ def _load_weights(model: CaptionModel, checkpoint: Checkpoint) -> None:
         model.encoder.fine_tuned = True
 
 
-def _restore(checkpoint: Checkpoint, optimizer, scheduler, device: torch.device) -> tuple[Progress, list, dict]:
+def _restore(checkpoint: Checkpoint, optimizer, scheduler, info: Distributed) -> tuple[Progress, list, dict]:
+    """Optimizer, schedule, counters and RNG states from ``checkpoint``: each process takes
+    its own RNG states when the run had as many processes, else every process takes
+    process 0's (as a fresh run starts them all from one seed; not bit-exact then)."""
     state = checkpoint.train_state
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    set_rng_states({"cpu": state["rng_cpu"], "cuda": state.get("rng_cuda")}, device)
+    ranks = state.get("rng_ranks") or [{"cpu": state["rng_cpu"], "cuda": state.get("rng_cuda")}]
+    if len(ranks) == info.world:
+        set_rng_states(ranks[info.rank], info.device)
+    else:
+        set_rng_states(ranks[0], info.device)
+        log(info, f"--resume: last.pt holds the random-number states of {len(ranks)} process(es) and this run has "
+                  f"{info.world}: every process continues from process 0's, so the result is not bit-identical "
+                  "to an uninterrupted run")
     progress = Progress(**state["progress"])
     return progress, list(state["history"]), dict(state["best"])
 
@@ -329,6 +342,8 @@ def _save(state: dict, path: Path, progress: Progress, history: list, best: dict
     train_state = {
         "optimizer": state["optimizer"].state_dict(), "scheduler": state["scheduler"].state_dict(),
         "rng_cpu": rng["cpu"], "rng_cuda": rng["cuda"],
+        # every process's states, this one's first (the others were gathered after their last step)
+        "rng_ranks": [rng, *(progress.rng_of_ranks or [])[1:]],
         "progress": progress.counters(), "history": history, "best": dict(best),
     }
     if ema is not None:
