@@ -1,6 +1,7 @@
 """`captioner attack` on real files: what it saves, what it prints, and one-line errors."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -243,7 +244,10 @@ def test_readme_bim_output_is_what_the_command_prints(tmp_path, capsys, monkeypa
     quoted = _readme_output(command)
     printed = _run_readme_command(command, tmp_path, capsys, monkeypatch)
     assert printed[:2] == quoted[:2] and printed[3] == quoted[3]  # reached the target; before; fools the model
-    assert quoted[2].startswith("after:  gibbon 99.") and printed[2].startswith("after:  gibbon 99.")
+    # the target's share: 99.9% in the README, 100.0% on another CPU (AVX-512) of this kind
+    for line in (quoted[2], printed[2]):
+        top = re.match(r"after:  gibbon (\d+\.\d)%", line)
+        assert top and float(top.group(1)) >= 99.0, line
     assert quoted[4].startswith("perturbation: L-inf 8/255, L2 ") and printed[4].startswith(
         "perturbation: L-inf 8/255, L2 ")
 
