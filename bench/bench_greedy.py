@@ -7,7 +7,9 @@ Both sides run the same weights (embedding 256, LSTM 512, vocabulary 3,221; rand
 written out below (image features as the first input, then embed -> LSTM step -> linear ->
 argmax, 16 steps), against :func:`captioner.decoding.greedy` on an :class:`LSTMDecoder` of
 the same sizes with ``max_length=15`` (15 words and the forced ``<end>``: 16 LSTM steps, plus
-the projection of the features to h0 and c0, log-probabilities and the banned words).
+the projection of the features to h0 and c0, log-probabilities and the banned words). The
+tutorial's loop runs ``nn.LSTM``; greedy runs :meth:`LSTMDecoder.step`, which on a CPU computes
+the LSTM cell from a word -> input-gate table (see :mod:`captioner.models.decoder`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from common import alternate, run_rows
 
 from captioner.decoding import greedy  # noqa: E402
 from captioner.models import DecoderConfig, LSTMDecoder  # noqa: E402
-from captioner.models import decoder as decoder_module  # noqa: E402
 
 VOCAB, EMBED, HIDDEN, STEPS = 3221, 256, 512, 16
 PAD, START, END, UNK = 0, 1, 2, 3
@@ -66,17 +67,8 @@ def row(batch: int, quick: bool) -> dict:
     repeats = 5 if quick else (41 if batch == 1 else 15)
     t_tutorial, t_ours = compare(batch, repeats)
     notes = (f"{STEPS} LSTM steps on each side, same weights, CPU; medians of {repeats} alternating runs; "
-             f"greedy steps of at most {decoder_module.OWN_KERNEL_MAX_ROWS} rows run without oneDNN "
-             "(captioner.models.decoder), the tutorial's nn.LSTM with the default kernel")
-    if batch <= decoder_module.OWN_KERNEL_MAX_ROWS:
-        saved = decoder_module.OWN_KERNEL_MAX_ROWS
-        decoder_module.OWN_KERNEL_MAX_ROWS = 0
-        try:
-            t_tutorial_same, t_ours_same = compare(batch, repeats)
-        finally:
-            decoder_module.OWN_KERNEL_MAX_ROWS = saved
-        notes += (f"; with oneDNN on both sides: tutorial {batch / t_tutorial_same:.1f} img/s, "
-                  f"greedy {batch / t_ours_same:.1f} img/s ({t_tutorial_same / t_ours_same:.2f}x)")
+             "the tutorial's nn.LSTM with its default kernel, greedy's step from the input-gate table "
+             "(captioner.models.decoder)")
     ratio = t_tutorial / t_ours
     return {
         "row": f"10. Greedy vs the pytorch-tutorial sampling loop, batch {batch}",

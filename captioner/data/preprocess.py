@@ -92,7 +92,9 @@ def preprocess(image: Image.Image | torch.Tensor, spec: Preprocessing) -> torch.
     if image.ndim not in (3, 4) or image.shape[-3] != 3:
         raise ValueError(f"expected an image tensor of shape (3, H, W) or (B, 3, H, W), got {tuple(image.shape)}")
     if image.dtype == torch.uint8:
-        image = image.float().div_(255.0)
+        # in the default layout: an image from pil_to_tensor is a (3, H, W) view of (H, W, 3)
+        # pixels, and the resize is faster on contiguous channels (the same values either way)
+        image = image.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
     elif not image.is_floating_point():
         raise TypeError(f"expected uint8 or float pixels, got {image.dtype}")
     resized = F.resize(

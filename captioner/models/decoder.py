@@ -8,17 +8,18 @@ same network one step at a time through :meth:`LSTMDecoder.step`.
 On a CPU, oneDNN's LSTM kernel is slow on a handful of rows. One step of a 256 -> 512 LSTM
 on 2 cores (medians of 200 alternating calls): 0.68 ms with oneDNN and 0.24 ms with
 PyTorch's own kernel at 1 row, 0.55 / 0.30 ms at 4 rows, 0.57 / 0.39 ms at 8; at 16 and 64
-rows oneDNN was as fast or a little faster (0.67 / 0.69 ms, 1.21 / 1.28 ms). So :meth:`LSTMDecoder.step` runs steps of at most
-``OWN_KERNEL_MAX_ROWS`` rows on the CPU without oneDNN. The two kernels agree to float
-rounding (about 5e-7 on these sizes), not bit for bit.
+rows oneDNN was as fast or a little faster (0.67 / 0.69 ms, 1.21 / 1.28 ms). So where
+:meth:`LSTMDecoder.step` runs ``nn.LSTM`` (with gradients, as self-critical training samples,
+or in training mode), steps of at most ``OWN_KERNEL_MAX_ROWS`` rows on the CPU run without
+oneDNN. The two kernels agree to float rounding (about 5e-7 on these sizes), not bit for bit.
 
 Decoding on a CPU (no gradients, eval mode) goes further and computes the LSTM step itself:
 the first layer's input is always a word embedding, so its input-gate contribution
 ``W_ih e + b_ih + b_hh`` is a fixed row per word, computed once for the whole vocabulary
 (:meth:`LSTMDecoder.input_gate_table`, recomputed when the weights change) and gathered per
 step; only ``W_hh h`` is a matrix product, and the gate arithmetic is PyTorch's documented
-LSTM cell. One step on 2 cores (256 -> 512 LSTM, vocabulary 3,221; medians of 200 calls):
-1 row 0.47 -> 0.20 ms, 16 rows 1.78 -> 0.57 ms, 48 rows 2.81 -> 1.27 ms, 64 rows 3.47 ->
+LSTM cell. One LSTM step on 2 cores (256 -> 512, vocabulary 3,221; ``nn.LSTM`` as above ->
+this; means of 200 calls): 1 row 0.47 -> 0.20 ms, 16 rows 1.78 -> 0.57 ms, 48 rows 2.81 -> 1.27 ms, 64 rows 3.47 ->
 2.25 ms; it agrees with ``nn.LSTM`` to float rounding (about 2e-7 on these sizes).
 """
 
