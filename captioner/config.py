@@ -173,6 +173,12 @@ class Config:
             if not 0 <= value <= MAX_LR:
                 raise ConfigError(f"{key} must be in [0, {MAX_LR:g}] (AdamW moves each weight by about lr "
                                   f"per step), got {value:g}")
+        if not 0 < self.train.step_gamma <= 1:
+            raise ConfigError(f"train.step_gamma must be in (0, 1] (the step schedule multiplies the lr by it), "
+                              f"got {self.train.step_gamma:g}")
+        if self.train.step_epochs < 1 or self.train.warmup_steps < 0:
+            raise ConfigError("train.step_epochs must be at least 1 and train.warmup_steps at least 0, got "
+                              f"{self.train.step_epochs} and {self.train.warmup_steps}")
         if self.train.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be at least 0, got {self.train.weight_decay:g}")
         if not 0 <= self.train.label_smoothing < 1:

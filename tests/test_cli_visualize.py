@@ -150,6 +150,10 @@ def test_first_layer_weights(capsys, tmp_path):
     (["neuron", "--layer", "features.2.0", "--x", "99"], "outside it"),
     (["deepdream", "--layer", "features.2.0", "--image", "missing.jpg"], "missing.jpg: no such file"),
     (["class", "--class", "banana", "--steps", "0"], "steps must be at least 1"),
+    (["class", "--class", "banana", "--lr", "inf"], "learning rate must be in (0, 10], got inf"),
+    (["class", "--class", "banana", "--lr", "nan"], "learning rate must be in (0, 10], got nan"),
+    (["class", "--class", "banana", "--lr", "1e30"], "learning rate must be in (0, 10], got 1e+30"),
+    (["class", "--class", "banana", "--lr", "0"], "learning rate must be in (0, 10], got 0.0"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, argv, message):
     code, _, err = run(capsys, *argv, "--size", "32", "--quiet", "--out", str(tmp_path / "x.png"))

@@ -49,6 +49,11 @@ def test_values_and_overrides(tmp_path):
     ("", ["train.lr=-1e-4"], "train.lr must be in [0, 10]"),
     ("", ["train.encoder_lr=1e39"], "train.encoder_lr must be in [0, 10]"),
     ("", ["train.weight_decay=-0.01"], "train.weight_decay must be at least 0, got -0.01"),
+    ("", ["train.step_gamma=1e30"], "train.step_gamma must be in (0, 1] (the step schedule multiplies the lr by "
+                                    "it), got 1e+30"),
+    ("", ["train.step_gamma=0"], "train.step_gamma must be in (0, 1]"),
+    ("", ["train.step_epochs=0"], "train.step_epochs must be at least 1"),
+    ("", ["train.warmup_steps=-5"], "train.warmup_steps at least 0, got 8 and -5"),
     ("", ["decode.length_penalty=.inf"], "decode.length_penalty: expected a finite number"),
     ("", ["train.val_metric=CIDEr"],
      "train.val_metric: 'CIDEr' is not one of BLEU-1, BLEU-2, BLEU-3, BLEU-4, METEOR, ROUGE-L, CIDEr-D"),

@@ -36,6 +36,10 @@ from .objectives import INPUT, Objective, l2, total_variation
 from .param import ImageParam, make_param
 from .transform import Compose, Transform, standard_transforms
 
+# The largest Adam learning rate: Adam moves every optimised value by about lr per step, and
+# the pixels (or their spectrum) are of size about 1, so larger steps only throw them about.
+MAX_LR = 10.0
+
 
 @dataclass(frozen=True)
 class RenderSettings:
@@ -65,8 +69,8 @@ class RenderSettings:
             raise ArgumentError(f"steps must be at least 1, got {self.steps}")
         if self.size is not None and self.size < 16:
             raise ArgumentError(f"image size must be at least 16 pixels, got {self.size}")
-        if self.lr <= 0:
-            raise ArgumentError(f"learning rate must be positive, got {self.lr}")
+        if not 0 < self.lr <= MAX_LR:  # Adam moves each value by about lr per step; pixels lie in [0, 1]
+            raise ArgumentError(f"learning rate must be in (0, {MAX_LR:g}], got {self.lr}")
         if self.octaves < 1 or self.blur_every < 0:
             raise ArgumentError("octaves must be at least 1 and blur_every at least 0")
 
