@@ -29,15 +29,24 @@ def run(fn, table, batch=1, device="cpu", **kwargs):
 on_every_device = pytest.mark.parametrize("device", DEVICES)
 
 
+@pytest.fixture(params=[True, False], ids=["live-rows", "all-rows"])
+def stepping(request, monkeypatch):
+    """Both ways the searches step: only the rows still decoding (as on a CPU) or every row
+    (as on CUDA), whatever the device."""
+    from captioner.decoding import search
+
+    monkeypatch.setattr(search, "_live_rows_only", lambda device: request.param)
+
+
 @on_every_device
-def test_greedy_falls_into_the_trap(device):
+def test_greedy_falls_into_the_trap(device, stepping):
     (h,) = run(greedy, TRAP, device=device)
     assert h.tokens == (A, X)
     assert h.log_prob == pytest.approx(math.log(0.33), abs=1e-5)
 
 
 @on_every_device
-def test_beam_search_finds_the_more_probable_sequence(device):
+def test_beam_search_finds_the_more_probable_sequence(device, stepping):
     (hyps,) = run(beam_search, TRAP, device=device, beam_size=2, num_return=2)
     assert hyps[0].tokens == (B, Z)
     assert hyps[0].log_prob == pytest.approx(math.log(0.36), abs=1e-5)
@@ -90,7 +99,7 @@ def test_length_penalty_changes_the_ranking_as_expected(device):
 
 
 @on_every_device
-def test_no_end_within_max_length_still_returns_a_truncated_caption(device):
+def test_no_end_within_max_length_still_returns_a_truncated_caption(device, stepping):
     # <end> has probability 0 everywhere: no search can ever choose it.
     never_ends = markov_table({START: {A: 0.7, B: 0.3}, A: {A: 0.9, B: 0.1}, B: {A: 1.0}}, vocab_size=9)
     g = run(greedy, never_ends, device=device, max_length=4)[0]
@@ -114,13 +123,13 @@ def test_truncated_caption_log_prob_includes_the_forced_end(device):
 
 
 @on_every_device
-def test_min_length_forbids_empty_captions(device):
+def test_min_length_forbids_empty_captions(device, stepping):
     table = markov_table({START: {END: 0.9, A: 0.1}, A: {END: 1.0}}, vocab_size=9)
     assert run(greedy, table, device=device)[0].tokens == (A,)
     assert run(greedy, table, device=device, min_length=0)[0].tokens == ()
 
 
-def test_banned_tokens_never_appear():
+def test_banned_tokens_never_appear(stepping):
     (h,) = run(greedy, TRAP, banned=(A,))
     assert h.tokens == (B, Z)
 
@@ -241,7 +250,7 @@ def test_finished_captions_leave_the_batch_on_the_cpu():
 # -- agreement with the previous implementation -----------------------------------------------------------
 @on_every_device
 @pytest.mark.parametrize("seed", range(6))
-def test_beam_search_and_greedy_agree_with_the_previous_implementation(seed, device):
+def test_beam_search_and_greedy_agree_with_the_previous_implementation(seed, device, stepping):
     import reference_search
 
     decoder = random_decoder(seed=seed, layers=1 + seed % 2).to(device)
@@ -291,7 +300,7 @@ def best_with(table, must, max_length=4, length_penalty=0.0):
 
 
 @on_every_device
-def test_constraint_forces_the_most_probable_caption_that_has_the_word(device):
+def test_constraint_forces_the_most_probable_caption_that_has_the_word(device, stepping):
     unconstrained = run(beam_search, WORDS, device=device, beam_size=3, length_penalty=0.0)[0][0]
     assert Z not in unconstrained.tokens
     (h,) = constrained(WORDS, [[[Z]]], device=device, beam_size=3, length_penalty=0.0)
@@ -300,7 +309,7 @@ def test_constraint_forces_the_most_probable_caption_that_has_the_word(device):
     assert h.log_prob == pytest.approx(lp, abs=1e-5)
 
 
-def test_a_disjunction_takes_whichever_alternative_scores_best():
+def test_a_disjunction_takes_whichever_alternative_scores_best(stepping):
     (h,) = constrained(WORDS, [[[C], [Y]]], beam_size=3, length_penalty=0.0)
     assert h.tokens == best_with(WORDS, [[[C], [Y]]])[0] == (B, C)
     (h,) = constrained(WORDS, [[[C], [Y]]], beam_size=3, length_penalty=1.0)
@@ -308,7 +317,7 @@ def test_a_disjunction_takes_whichever_alternative_scores_best():
 
 
 @on_every_device
-def test_two_constraints_and_a_phrase(device):
+def test_two_constraints_and_a_phrase(device, stepping):
     (h,) = constrained(WORDS, [[[Y]], [[Z]]], device=device, beam_size=3, length_penalty=0.0)
     assert h.tokens == (A, Y, Z) and h.unmet == 0
     (h,) = constrained(WORDS, [[[Y, Z]]], device=device, beam_size=3, length_penalty=0.0)
@@ -318,13 +327,13 @@ def test_two_constraints_and_a_phrase(device):
     assert h.unmet == 1 and h.tokens == (A, X)
 
 
-def test_an_impossible_constraint_returns_the_best_caption_meeting_the_most():
+def test_an_impossible_constraint_returns_the_best_caption_meeting_the_most(stepping):
     # C only follows B, and B is banned: of two constraints only one can be met.
     (h,) = constrained(WORDS, [[[Z]], [[C]]], beam_size=3, length_penalty=0.0, banned=(B,))
     assert h.unmet == 1 and Z in h.tokens
 
 
-def test_constraints_on_wide_beams_match_enumeration(seed=3):
+def test_constraints_on_wide_beams_match_enumeration(stepping, seed=3):
     torch.manual_seed(seed)
     probs = torch.rand(9, 9) ** 3 + 1e-3
     probs[:, 0] = 0.0

@@ -79,6 +79,12 @@ def _normalise(log_prob: float, num_words: int, length_penalty: float) -> float:
     return log_prob / float(num_words + 1) ** length_penalty
 
 
+def _live_rows_only(device: torch.device) -> bool:
+    """Whether searches on ``device`` step only the rows still decoding (finding them is a
+    device-to-host round trip per step: free on a CPU, a stall on CUDA)."""
+    return device.type == "cpu"
+
+
 def _should_check(t: int, device: torch.device) -> bool:
     return device.type != "cuda" or t % CUDA_CHECK_EVERY == CUDA_CHECK_EVERY - 1
 
@@ -108,7 +114,7 @@ def greedy(decoder, features: torch.Tensor, start_id: int, end_id: int, max_leng
     words = []
     # On a CPU, finished captions leave the batch: ``active`` are the rows still decoding
     # (``state`` and ``tokens`` hold only theirs). On CUDA all rows step to the end.
-    compact = device.type == "cpu"
+    compact = _live_rows_only(device)
     active = torch.arange(batch, device=device)
     for t in range(max_length + 1):
         log_probs, state = decoder.step(tokens, state)
@@ -190,7 +196,7 @@ def beam_search(decoder, features: torch.Tensor, start_id: int, end_id: int, bea
     scores[::groups * k] = 0.0  # every image starts with one live beam, in group 0
     # On a CPU only the live rows are stepped (``state`` holds the states of ``state_rows``);
     # on CUDA every row is, as finding the live rows would be a round trip per step.
-    compact = device.type == "cpu"
+    compact = _live_rows_only(device)
     state_rows = row_ids[torch.isfinite(scores)] if compact else row_ids
     state = decoder.reorder_state(decoder.init_state(features), row_image[state_rows])
     automaton = tables.start[row_image]
