@@ -182,3 +182,66 @@ def test_too_large_an_input_gate_table_is_not_kept(monkeypatch):
     with torch.enable_grad():
         lstm, _ = decoder.step(tokens, state)
     assert torch.allclose(fast, lstm.detach(), atol=1e-5, rtol=0)
+
+
+def _small_decoder(layers=1):
+    torch.manual_seed(layers)
+    return LSTMDecoder(DecoderConfig(vocab_size=30, feature_dim=8, embed_dim=16, hidden_size=24,
+                                     num_layers=layers, dropout=0.0)).eval()
+
+
+def _lstm_step(decoder, tokens, state):
+    with torch.enable_grad():  # gradients on: the nn.LSTM path
+        log_probs, _ = decoder.step(tokens, state)
+    return log_probs.detach()
+
+
+def test_a_search_after_writes_that_bypass_version_counters_sees_the_new_weights():
+    """``.data`` writes (and fused optimizers) change weights without a version bump: the
+    next search's init_state must notice, so its steps use the new weights."""
+    decoder, tokens, features = _small_decoder(), torch.tensor([5, 9]), torch.randn(2, 8)
+    with torch.no_grad():
+        before, _ = decoder.step(tokens, decoder.init_state(features))  # the table is built
+    decoder.embed.weight.data[5].mul_(-4.0)
+    decoder.lstm.weight_ih_l0.data.add_(0.3)
+    with torch.no_grad():
+        state = decoder.init_state(features)
+        after, _ = decoder.step(tokens, state)
+    assert torch.allclose(after, _lstm_step(decoder, tokens, state), atol=1e-5, rtol=0)
+    assert not torch.allclose(before, after, atol=1e-3)
+
+
+def test_cpu_step_under_autocast_and_inference_mode():
+    decoder, tokens = _small_decoder(2), torch.tensor([1, 2, 3])
+    state = decoder.init_state(torch.randn(3, 8))
+    expected = _lstm_step(decoder, tokens, state)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # nn.LSTM's own autocast rules
+        assert torch.isfinite(decoder.step(tokens, state)[0]).all()
+    with torch.no_grad():  # and nothing of the autocast step is left behind
+        assert torch.allclose(decoder.step(tokens, state)[0], expected, atol=1e-5, rtol=0)
+    with torch.inference_mode():  # a decoder made there has inference tensors, without version counters
+        made_there = _small_decoder(2)
+        log_probs, _ = made_there.step(tokens, made_there.init_state(torch.randn(3, 8)))
+    assert torch.isfinite(log_probs).all() and log_probs.shape == (3, 30)
+
+
+def test_the_table_is_not_copied_pickled_or_kept_across_casts(tmp_path):
+    import copy
+    import io
+
+    decoder, tokens = _small_decoder(), torch.tensor([4])
+    with torch.no_grad():
+        decoder.step(tokens, decoder.init_state(torch.randn(1, 8)))
+    assert decoder.input_gate_table() is not None
+    saved = io.BytesIO()
+    torch.save(decoder, saved)
+    clean = io.BytesIO()
+    torch.save(copy.deepcopy(_small_decoder()), clean)
+    assert len(saved.getvalue()) == len(clean.getvalue())  # the same module without a table
+    assert "_input_gate_cache" not in copy.deepcopy(decoder).__dict__
+    decoder.double()
+    state = decoder.init_state(torch.randn(1, 8, dtype=torch.float64))
+    with torch.no_grad():
+        fast, _ = decoder.step(tokens, state)
+    assert fast.dtype == torch.float64
+    assert torch.allclose(fast, _lstm_step(decoder, tokens, state), atol=1e-12, rtol=0)

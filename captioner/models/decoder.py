@@ -38,6 +38,19 @@ OWN_KERNEL_MAX_ROWS = 8  # CPU decoding steps of at most this many rows run with
 # The largest word -> input-gate table kept for CPU decoding (vocabulary x 4 hidden values);
 # beyond it each step multiplies the embeddings instead.
 INPUT_GATE_TABLE_MAX_BYTES = 256 * 2**20
+_GATE_CACHE = "_input_gate_cache"  # (key, table or None, copies of the weights it came from)
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """The tensor's version counter (None for an inference tensor, which has none)."""
+    return None if tensor.is_inference() else tensor._version
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 @contextlib.contextmanager
@@ -115,6 +128,8 @@ class LSTMDecoder(nn.Module):
         batch, layers, hidden = features.shape[0], self.config.num_layers, self.config.hidden_size
         h0 = self.init_h(features).view(batch, layers, hidden).transpose(0, 1).contiguous()
         c0 = self.init_c(features).view(batch, layers, hidden).transpose(0, 1).contiguous()
+        if self._steps_itself(features.device):  # a search starts: are the table's weights unchanged?
+            self._check_input_gate_table()
         return h0, c0
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -135,7 +150,7 @@ class LSTMDecoder(nn.Module):
 
     def step(self, tokens: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
         """One decoding step: log-probabilities (N, vocab) of the next token after ``tokens`` (N,)."""
-        if tokens.device.type == "cpu" and not self.training and not torch.is_grad_enabled():
+        if self._steps_itself(tokens.device):
             output, state = self._cpu_step(tokens, state)
             return torch.log_softmax(self.out(output), dim=-1), state
         embedded = self.embed(tokens).unsqueeze(1)
@@ -151,22 +166,60 @@ class LSTMDecoder(nn.Module):
 
     def input_gate_table(self) -> torch.Tensor | None:
         """``W_ih e_w + b_ih + b_hh`` of the first LSTM layer for every word w: (vocab, 4 hidden),
-        or None when it would exceed ``INPUT_GATE_TABLE_MAX_BYTES``. Cached; recomputed when
-        the embedding or those weights change (in place, or replaced: the cache keeps the
-        tensors it was computed from alive, so a new tensor cannot reuse their memory)."""
-        lstm = self.lstm
-        sources = (self.embed.weight, lstm.weight_ih_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
-        key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in sources)
-        cached = self.__dict__.get("_input_gate_cache")
+        or None when it would exceed ``INPUT_GATE_TABLE_MAX_BYTES``.
+
+        Cached. It is recomputed when the embedding or those weights are replaced or changed
+        in place the way autograd sees (their version counters: optimizers, ``load_state_dict``,
+        ``torch.no_grad()`` edits), and :meth:`init_state`, which starts every search, also
+        compares them with copies of the values the table came from, which catches changes
+        that bypass the counters (writes through ``.data``, fused optimizers). Moving or
+        casting the module (``.to``, ``.half``) drops it, and it is never pickled or copied.
+        """
+        sources = self._table_sources()
+        key = tuple((w.data_ptr(), _version(w), w.dtype, w.device, w.shape) for w in sources)
+        cached = self.__dict__.get(_GATE_CACHE)
         if cached is not None and cached[0] == key:
             return cached[1]
         embedding, weight_ih, bias_ih, bias_hh = (w.detach() for w in sources)
         size = embedding.shape[0] * weight_ih.shape[0] * embedding.element_size()
-        with torch.no_grad():
-            table = torch.addmm(bias_ih + bias_hh, embedding, weight_ih.t()) \
-                if size <= INPUT_GATE_TABLE_MAX_BYTES else None
-        self.__dict__["_input_gate_cache"] = (key, table, (embedding, weight_ih, bias_ih, bias_hh))
+        table, copies = None, ()
+        if size <= INPUT_GATE_TABLE_MAX_BYTES:
+            with torch.no_grad():
+                table = torch.addmm(bias_ih + bias_hh, embedding, weight_ih.t())
+                copies = tuple(w.clone() for w in (embedding, weight_ih, bias_ih, bias_hh))
+        self.__dict__[_GATE_CACHE] = (key, table, copies)
         return table
+
+    def _table_sources(self) -> tuple[torch.Tensor, ...]:
+        lstm = self.lstm
+        return self.embed.weight, lstm.weight_ih_l0, lstm.bias_ih_l0, lstm.bias_hh_l0
+
+    def _check_input_gate_table(self) -> None:
+        """Drop the cached table if its weights no longer hold the values it was computed from."""
+        cached = self.__dict__.get(_GATE_CACHE)
+        if cached is None or cached[1] is None:
+            return
+        for copy, weight in zip(cached[2], self._table_sources()):
+            weight = weight.detach()
+            if (copy.shape != weight.shape or copy.dtype != weight.dtype or copy.device != weight.device
+                    or not torch.equal(copy, weight)):
+                del self.__dict__[_GATE_CACHE]
+                return
+
+    def _steps_itself(self, device: torch.device) -> bool:
+        """Whether :meth:`step` computes the LSTM cell itself: on a CPU, without gradients or
+        autocast, with the LSTM in eval mode (no dropout between layers)."""
+        return (device.type == "cpu" and not self.lstm.training and not torch.is_grad_enabled()
+                and not _cpu_autocast())
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__.pop(_GATE_CACHE, None)
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop(_GATE_CACHE, None)
+        return state
 
     def _cpu_step(self, tokens: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
         """The LSTM step of :meth:`step` computed directly (no gradients, eval mode): the cell
