@@ -65,6 +65,22 @@ def test_setup_refuses_before_joining_the_process_group(monkeypatch):
         setup("auto")
 
 
+@pytest.mark.parametrize("count, backend", [(0, "gloo"), (2, "cpu:gloo,cuda:nccl")])
+def test_the_process_group_carries_cpu_tensors_on_gpus_too(monkeypatch, count, backend):
+    """The run's own collectives (the early-stopping flag, the RNG states) are on CPU tensors,
+    which NCCL alone refuses ("No backend type associated with device type cpu"): on GPUs
+    the group must pair NCCL with gloo. (NCCL itself needs GPUs, so here it is not started.)"""
+    gpus(monkeypatch, count)
+    torchrun_env(monkeypatch, rank=1, world=2)
+    joined = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: joined.append(backend))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    info = setup("auto")
+    assert joined == [backend]
+    assert info.device == (torch.device("cuda", 1) if count else torch.device("cpu"))
+
+
 def test_setup_without_torchrun_is_rank_0_of_1(monkeypatch):
     gpus(monkeypatch, 0)
     monkeypatch.delenv("WORLD_SIZE", raising=False)

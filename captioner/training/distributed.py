@@ -76,6 +76,14 @@ def choose_device(preference: str, local_rank: int = 0, local_world: int = 1) ->
     return torch.device("cuda", local_rank)
 
 
+def backend_for(device: torch.device) -> str:
+    """The process group's backends: gloo on the CPU; on CUDA, NCCL for CUDA tensors (DDP's
+    gradients) and gloo for CPU ones, as the run's own collectives (the early-stopping flag,
+    every process's RNG states) are on the CPU, which NCCL alone refuses, and gathering them
+    through gloo does not wait for the GPU."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def setup(preference: str) -> Distributed:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -85,7 +93,7 @@ def setup(preference: str) -> Distributed:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend_for(device))
     return Distributed(rank, world, local_rank, device)
 
 
