@@ -79,7 +79,7 @@ def markdown(results: dict) -> str:
         f"load average at the start: {info['load_average']:.2f}.",
         "",
         "Each timed row runs its two sides alternately, several times, and compares medians; row 4 runs each "
-        "side once in a fresh process and compares peak memory. Ratios are the claims.",
+        "side in fresh processes, alternately, and compares their median peak memory. Ratios are the claims.",
         "",
         "| row | baseline | ours | ratio | target | met |",
         "|---|---|---|---|---|---|",
