@@ -64,7 +64,7 @@ def compare(batch: int, repeats: int, device="cpu") -> tuple[float, float]:
 
 
 def row(batch: int, quick: bool) -> dict:
-    repeats = 5 if quick else (41 if batch == 1 else 15)
+    repeats = 5 if quick else 41
     t_tutorial, t_ours = compare(batch, repeats)
     notes = (f"{STEPS} LSTM steps on each side, same weights, CPU; medians of {repeats} alternating runs; "
              "the tutorial's nn.LSTM with its default kernel, greedy's step from the input-gate table "
