@@ -206,6 +206,15 @@ def test_sampling_is_reproducible_with_a_seeded_generator():
     assert [[h.tokens for h in hs] for hs in a] == [[h.tokens for h in hs] for hs in b]
 
 
+@on_every_device
+def test_an_empty_batch_gives_no_captions(device, stepping):
+    decoder, features = random_decoder().to(device), torch.zeros(0, 8, device=device)
+    assert greedy(decoder, features, START, END) == []
+    assert beam_search(decoder, features, START, END, beam_size=3) == []
+    assert beam_search(decoder, features, START, END, beam_size=2, constraints=[]) == []
+    assert sample(decoder, features, START, END, num_samples=2) == []
+
+
 def test_invalid_arguments_are_refused():
     with pytest.raises(ValueError, match="num_return"):
         run(beam_search, TRAP, beam_size=2, num_return=3)

@@ -185,6 +185,8 @@ def beam_search(decoder, features: torch.Tensor, start_id: int, end_id: int, bea
     device, batch, k = features.device, features.shape[0], beam_size
     if constraints is not None and len(constraints) != batch:
         raise ArgumentError(f"got constraints for {len(constraints)} images, features for {batch}")
+    if batch == 0:  # as greedy decoding and sampling: nothing to decode
+        return []
     tables = AutomatonTables.build(constraints or [[] for _ in range(batch)], device)
     groups = int(tables.top.max()) + 1 if batch else 1
     width = tables.tokens.shape[1]
