@@ -98,8 +98,8 @@ def greedy(decoder, features: torch.Tensor, start_id: int, end_id: int, max_leng
     ``min_length``) are overwritten with -inf in place, only where there are any, instead of
     adding a mask over the vocabulary (x + 0 is x and x + -inf is -inf: the same values); the
     words are kept as a list of tensors and each caption's length is found once, at the end
-    (its first ``<end>``); on a CPU a finished caption's row leaves the batch. The sums are the same float32 additions in the same order as
-    before, so the results are identical. (Taking the best logit and a log-sum-exp instead
+    (its first ``<end>``); on a CPU a finished caption's row leaves the batch. The sums are
+    the same float32 additions in the same order as before, so the results are identical. (Taking the best logit and a log-sum-exp instead
     of the log-softmax was no faster on the CPU: PyTorch's log-sum-exp is four passes over
     the row, its log-softmax one fused kernel; and it would change the last bits.)
     """
@@ -131,7 +131,7 @@ def greedy(decoder, features: torch.Tensor, start_id: int, end_id: int, max_leng
         best_lp, tokens = log_probs.max(dim=-1)
         if compact:
             total.index_add_(0, active, best_lp)
-            words.append(torch.full((batch,), end_id, dtype=torch.long).index_copy_(0, active, tokens))
+            words.append(torch.full((batch,), end_id, dtype=torch.long, device=device).index_copy_(0, active, tokens))
             going = tokens != end_id
             if not bool(going.all()):
                 if not bool(going.any()):
