@@ -28,6 +28,7 @@ from captioner import Captioner  # noqa: E402
 from captioner.data.images import load_image  # noqa: E402
 from captioner.data.preprocess import preprocess  # noqa: E402
 from captioner.decoding import beam_search  # noqa: E402
+from captioner.models.stepping import LSTMStepper  # noqa: E402
 
 BATCH = 16
 
@@ -108,8 +109,9 @@ def row(beam: int, batch: int, quick: bool) -> dict:
 
         def ours():
             out["ours"] = [list(hyps[0].tokens) for chunk in features.split(batch)
-                           for hyps in beam_search(decoder, chunk, vocab.start_id, vocab.end_id, beam_size=beam,
-                                                   max_length=max_length, length_penalty=0.0, banned=banned)]
+                           for hyps in beam_search(LSTMStepper(decoder, chunk), vocab.start_id, vocab.end_id,
+                                                   beam_size=beam, max_length=max_length, length_penalty=0.0,
+                                                   banned=banned)]
 
         t_anchor, t_ours = alternate(anchor, ours, repeats)
     finally:

@@ -22,6 +22,7 @@ from captioner.api import default_reader_processes  # noqa: E402
 from captioner.data.images import load_image  # noqa: E402
 from captioner.data.preprocess import preprocess  # noqa: E402
 from captioner.decoding import decode  # noqa: E402
+from captioner.models.stepping import LSTMStepper  # noqa: E402
 
 BATCH = 16  # the CLI's default batch size
 
@@ -73,10 +74,12 @@ def row_beam(quick: bool = False) -> dict:
     results = {}
 
     def per_image():
-        results["single"] = [decode(decoder, features[i:i + 1], vocab, settings)[0][0].tokens for i in range(count)]
+        results["single"] = [decode(LSTMStepper(decoder, features[i:i + 1]), vocab, settings)[0][0].tokens
+                             for i in range(count)]
 
     def batched():
-        results["batched"] = [h[0].tokens for chunk in features.split(BATCH) for h in decode(decoder, chunk, vocab, settings)]
+        results["batched"] = [h[0].tokens for chunk in features.split(BATCH)
+                              for h in decode(LSTMStepper(decoder, chunk), vocab, settings)]
 
     t_single, t_batched = alternate(per_image, batched, repeats)
     same = results["single"] == results["batched"]

@@ -26,6 +26,7 @@ from captioner.data.cache import FeatureCache  # noqa: E402
 from captioner.data.images import load_image  # noqa: E402
 from captioner.data.preprocess import preprocess  # noqa: E402
 from captioner.decoding import beam_search, greedy  # noqa: E402
+from captioner.models.stepping import LSTMStepper  # noqa: E402
 from captioner.runtime import resolve_device  # noqa: E402
 
 
@@ -113,8 +114,8 @@ def rows(quick: bool = False, device: str | None = None) -> list[dict]:
                     "impossible (bench/bench_greedy.py)", quick, device, ">= 1.0x", t_tutorial / t_greedy >= 1.0))
     vocab, decoder = captioner.vocab, captioner.model.decoder
     options = dict(start_id=vocab.start_id, end_id=vocab.end_id, max_length=16, banned=vocab.never_generated)
-    t_g, t_beam = timed(lambda: greedy(decoder, features, **options),
-                        lambda: beam_search(decoder, features, beam_size=5, **options), max(repeats, 5))
+    t_g, t_beam = timed(lambda: greedy(LSTMStepper(decoder, features), **options),
+                        lambda: beam_search(LSTMStepper(decoder, features), beam_size=5, **options), max(repeats, 5))
     out.append(_row("D4", f"Beam 5 from features, batch {m}, vs greedy", f"greedy, batch {m}, bundled model",
                     f"beam 5, batch {m} ({5 * m} rows per step)", m, t_g, t_beam,
                     "the bundled checkpoint's decoder; max 16 words", quick, device))

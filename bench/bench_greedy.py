@@ -19,6 +19,7 @@ import torch
 from common import alternate, run_rows
 
 from captioner.decoding import greedy  # noqa: E402
+from captioner.models.stepping import LSTMStepper  # noqa: E402
 from captioner.models import DecoderConfig, LSTMDecoder  # noqa: E402
 
 VOCAB, EMBED, HIDDEN, STEPS = 3221, 256, 512, 16
@@ -51,7 +52,7 @@ def tutorial_sample(decoder: LSTMDecoder, features: torch.Tensor, steps: int = S
 
 
 def ours(decoder: LSTMDecoder, features: torch.Tensor):
-    return greedy(decoder, features, START, END, max_length=STEPS - 1, banned=(PAD, START, UNK))
+    return greedy(LSTMStepper(decoder, features), START, END, max_length=STEPS - 1, banned=(PAD, START, UNK))
 
 
 def compare(batch: int, repeats: int, device="cpu") -> tuple[float, float]:

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,13 +22,14 @@ from .data.batches import image_batches
 from .data.images import DEFAULT_MAX_PIXELS, ImageLoadError, to_rgb
 from .data.preprocess import preprocess
 from .data.vocab import Vocabulary
-from .decoding import DecodingSettings, decode
+from .decoding import DecodingSettings, decode, require_method
 from .decoding.constraints import MAX_CONSTRAINTS, Constraint, parse_alternatives
 from .decoding.lexicon import Lexicon
 from .errors import ArgumentError
 from .guidance import Forced, ImageNetGuide, choose_proxies
 from .guidance.imagenet import MAX_FORCED
 from .models.captioner import CaptionModel
+from .models.stepping import LSTMStepper
 from .runtime import resolve_device, tune_allocator
 
 DEFAULT_CHECKPOINT_NAME = "default.pt"
@@ -48,13 +49,19 @@ class Caption:
     unmet: int = 0  # forced constraints this caption does not meet (none could be met within max_length)
     tokens: tuple[int, ...] = ()  # its word ids in the captioner's lexicon (:meth:`Captioner.lexicon`)
 
+    def to_dict(self) -> dict:
+        """The caption's JSON record (log-probabilities and scores to 4 decimals)."""
+        return {"caption": self.text, "log_prob": round(self.log_prob, 4), "score": round(self.score, 4),
+                **({"truncated": True} if self.truncated else {}), **({"unmet": self.unmet} if self.unmet else {})}
+
 
 @dataclass
 class CaptionResult:
     """The captions of one image, best first, or the error that stopped it. ``forced``: the
-    words its captions had to contain, where they came from and how sure the classifier was."""
+    words its captions had to contain, where they came from and how sure the classifier was.
+    ``source``: the file (or a description of the in-memory image); empty for features."""
 
-    source: str
+    source: str = ""
     captions: list[Caption] = field(default_factory=list)
     error: str | None = None
     forced: list[Forced] = field(default_factory=list)
@@ -62,6 +69,22 @@ class CaptionResult:
     @property
     def text(self) -> str | None:
         return self.captions[0].text if self.captions else None
+
+    @property
+    def unmet(self) -> int:
+        """Forced constraints the best caption does not meet (none could be met within the maximum length)."""
+        return self.captions[0].unmet if self.captions else 0
+
+    def to_dict(self) -> dict:
+        """The image's JSON record, as ``captioner caption --jsonl`` writes it."""
+        if self.error:
+            return {"path": self.source, "error": self.error}
+        record = {"path": self.source, "captions": [c.to_dict() for c in self.captions]}
+        if self.forced:
+            record["forced"] = [f.to_dict() for f in self.forced]
+            if self.unmet:
+                record["note"] = f"no caption within the maximum length meets {self.unmet} of the forced words"
+        return record
 
 
 def default_reader_processes(images: int, batch_size: int, cores: int | None = None) -> int:
@@ -122,13 +145,37 @@ class Captioner:
         return self.decoding.with_options(**options)
 
     # -- features -> text ------------------------------------------------------------
+    def request(self, settings: DecodingSettings | None = None, include: Iterable[str] | str = (),
+                **options) -> tuple[DecodingSettings, list[Forced]]:
+        """The decoding settings (``settings``, default this model's, with ``options`` applied) and
+        the user's ``include`` constraints (one string such as ``"cat|kitten"``, or any iterable
+        of them), checked together before any image is read."""
+        settings = (settings or self.decoding).with_options(**options)
+        given = [Forced(tuple(parse_alternatives(text, "--include")), "include") for text in _constraints(include)]
+        if given:
+            require_method(settings.method, "--include", constrained=True)
+        for forced in given:
+            for word in forced.words:
+                special = [w for w in word.split() if w in self.vocab and self.vocab.stoi[w] in self._special]
+                if special:
+                    raise ArgumentError(f"--include {'|'.join(forced.words)!r}: {special[0]!r} is a special token "
+                                        "of the vocabulary, not a word")
+        room = MAX_CONSTRAINTS - (MAX_FORCED if settings.guide == "imagenet" else 0)
+        if len(given) > room:
+            raise ArgumentError(f"{len(given)} --include constraints; at most {room} fit beside the guide's "
+                                f"(a search meets at most {MAX_CONSTRAINTS} constraints together)")
+        if settings.guide == "imagenet":
+            self.imagenet_guide()
+        return settings, given
+
+    @property
+    def _special(self) -> set[int]:
+        return {*self.vocab.never_generated, self.vocab.end_id}
+
     def forced_words(self, features: torch.Tensor, settings: DecodingSettings,
-                     include: Sequence[str] = ()) -> list[list[Forced]]:
-        """What each image's captions must contain: the user's ``include`` constraints
-        (``"cat|kitten"``), then what the guide chooses."""
-        given = _included(include, settings)
-        if settings.method == "sample":
-            return [[] for _ in range(len(features))]  # sampling is never guided
+                     given: Sequence[Forced] = ()) -> list[list[Forced]]:
+        """What each image's captions must contain: the user's constraints ``given``, then what
+        the guide chooses."""
         per_image = [list(given) for _ in range(len(features))]
         if settings.guide == "imagenet":
             for forced, chosen in zip(per_image, self.imagenet_guide().choose(features, settings.guide_threshold)):
@@ -145,63 +192,56 @@ class Captioner:
     def lexicon(self, words: Sequence[str] = ()) -> Lexicon:
         """The vocabulary plus every word outside it that a constraint has named so far (with
         ``words`` added), each with its proxy (:mod:`captioner.guidance.proxies`). Words keep
-        their ids for the life of the captioner, so token ids from different calls compare."""
-        new = [w for w in dict.fromkeys(words) if w not in self._proxies]
+        their ids for the life of the captioner, so token ids from different calls compare.
+        A word is kept only once its lexicon could be built."""
+        new = [w for w in dict.fromkeys(words) if w not in self._proxies and w not in self.vocab]
+        proxies = dict(self._proxies)
         if new:
             found = choose_proxies(new, self.vocab, self.model.encoder)
-            self._proxies.update({w: found.get(w) for w in new})
-        return Lexicon(self.vocab, {w: p for w, p in self._proxies.items() if p is not None})
-
-    def _check(self, settings: DecodingSettings, include: Sequence[str]) -> None:
-        """Refuse bad guidance settings before any image is read."""
-        given = _included(include, settings)
-        room = MAX_CONSTRAINTS - (MAX_FORCED if settings.guide == "imagenet" else 0)
-        if len(given) > room:
-            raise ArgumentError(f"{len(given)} --include constraints; at most {room} fit beside the guide's "
-                                f"(a search meets at most {MAX_CONSTRAINTS} constraints together)")
-        if settings.guide == "imagenet" and settings.method != "sample":
-            self.imagenet_guide()
+            proxies.update({w: found.get(w) for w in new})
+        lexicon = Lexicon(self.vocab, {w: p for w, p in proxies.items() if p is not None})
+        self._proxies = proxies
+        return lexicon
 
     def decode(self, features: torch.Tensor, settings: DecodingSettings | None = None,
-               forced: Sequence[Sequence[Forced]] | None = None, generator: torch.Generator | None = None,
-               **options) -> list[list[Caption]]:
-        """Captions for a batch of encoder features (B, D): ``settings`` (default: this
-        model's, with ``options`` applied), meeting the ``forced`` words of each image."""
-        settings = (settings or self.decoding).with_options(**options)
+               include: Iterable[str] | str = (), generator: torch.Generator | None = None,
+               **options) -> list[CaptionResult]:
+        """Captions for a batch of encoder features (B, D), one result per image: ``settings``
+        (default: this model's, with ``options`` applied), guided as they say, every caption
+        containing the user's ``include`` constraints."""
+        settings, given = self.request(settings, include, **options)
         features = features.to(self.device)
+        forced = self.forced_words(features, settings, given)
         constraints = None
-        if forced is not None and any(forced):
+        if any(forced):
             lexicon = self.lexicon([w for image in forced for f in image for w in f.words])
             constraints = [[Constraint(tuple(lexicon.phrase_ids(w) for w in f.words), "|".join(f.words))
                             for f in image] for image in forced]
-            decoder = lexicon.wrap(self.model.decoder)
         else:  # nothing forced: the plain vocabulary, so added words cannot appear
-            lexicon, decoder = Lexicon(self.vocab), self.model.decoder
-        hyps = decode(decoder, features, lexicon, settings, constraints, generator)
-        return [[Caption(lexicon.to_text(h.tokens), h.log_prob, h.score, h.truncated, h.unmet, h.tokens)
-                 for h in image] for image in hyps]
+            lexicon = Lexicon(self.vocab)
+        stepper = lexicon.wrap(LSTMStepper(self.model.decoder, features))
+        hyps = decode(stepper, lexicon, settings, constraints, generator)
+        return [CaptionResult(captions=[Caption(lexicon.to_text(h.tokens), h.log_prob, h.score, h.truncated, h.unmet,
+                                                h.tokens) for h in image], forced=image_forced)
+                for image, image_forced in zip(hyps, forced)]
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Feature vectors of preprocessed pixels (B, 3, S, S) in [0, 1]."""
         return self.model.encoder(pixels.to(self.device, non_blocking=True))
 
-    def _caption_features(self, features: torch.Tensor, settings: DecodingSettings, include: Sequence[str],
-                          generator) -> list[tuple[list[Caption], list[Forced]]]:
-        forced = self.forced_words(features, settings, include)
-        return list(zip(self.decode(features, settings, forced, generator), forced))
-
     # -- images -> text ----------------------------------------------------------------
-    def caption(self, images, batch_size: int = 16, include: Sequence[str] = (),
-                generator: torch.Generator | None = None, **options) -> list[CaptionResult]:
+    def caption(self, images, batch_size: int = 16, include: Iterable[str] | str = (),
+                generator: torch.Generator | None = None, settings: DecodingSettings | None = None,
+                **options) -> list[CaptionResult]:
         """Caption paths, PIL images or image tensors (one, or a list).
 
         Tensors are (3, H, W) or (B, 3, H, W), uint8 or float in [0, 1]. ``options`` are
         decoding settings (``method``, ``beam_size``, ``guide``, ...; see
-        :class:`captioner.decoding.DecodingSettings`); ``include`` lists words every caption
-        must contain (``"dog|puppy"``). Unreadable files raise
-        :class:`captioner.data.images.ImageLoadError`; use :meth:`caption_files` to
-        collect such errors instead.
+        :class:`captioner.decoding.DecodingSettings`) applied to ``settings`` (default: this
+        model's); ``include``: words every caption must contain (``"dog|puppy"``, or a list of
+        such). Unreadable files raise :class:`captioner.data.images.ImageLoadError`; use
+        :meth:`caption_files` to collect such errors instead.
         """
         if isinstance(images, (str, os.PathLike, Image.Image)) or (
             isinstance(images, torch.Tensor) and images.ndim == 3
@@ -210,22 +250,22 @@ class Captioner:
         if isinstance(images, torch.Tensor):
             images = list(images)
         images = list(images)
+        include = _constraints(include)
         if all(isinstance(x, (str, os.PathLike)) for x in images):
             results = list(self.caption_files([str(x) for x in images], batch_size=batch_size, include=include,
-                                              generator=generator, **options))
+                                              generator=generator, settings=settings, **options))
             for result in results:
                 if result.error:
                     raise ImageLoadError(result.source, result.error.split(": ", 1)[-1])
             return results
-        settings = self.settings(**options)
-        self._check(settings, include)
+        settings, _ = self.request(settings, include, **options)
         results = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             pixels = torch.stack([self._pixels(x) for x in chunk])
-            done = self._caption_features(self.encode(pixels), settings, include, generator)
-            for offset, (captions, forced) in enumerate(done):
-                results.append(CaptionResult(_describe(chunk[offset], start + offset), captions, forced=forced))
+            for offset, result in enumerate(self.decode(self.encode(pixels), settings, include, generator)):
+                result.source = _describe(chunk[offset], start + offset)
+                results.append(result)
         return results
 
     def _pixels(self, image) -> torch.Tensor:
@@ -236,29 +276,39 @@ class Captioner:
         return preprocess(image, self.preprocessing)
 
     def caption_files(self, paths: Sequence[str], batch_size: int = 16, num_workers: int | None = None,
-                      max_pixels: int = DEFAULT_MAX_PIXELS, include: Sequence[str] = (),
-                      generator: torch.Generator | None = None, **options) -> Iterator[CaptionResult]:
+                      max_pixels: int = DEFAULT_MAX_PIXELS, include: Iterable[str] | str = (),
+                      generator: torch.Generator | None = None, settings: DecodingSettings | None = None,
+                      **options) -> Iterator[CaptionResult]:
         """Caption image files as a stream, in order; unreadable files yield a result with ``error`` set.
-        ``num_workers``: image-reading processes (default: :func:`default_reader_processes`)."""
-        settings = self.settings(**options)
-        self._check(settings, include)
+        ``num_workers``: image-reading processes (default: :func:`default_reader_processes`); the
+        decoding arguments are :meth:`caption`'s. Bad settings are refused before any file is read."""
+        include = _constraints(include)
+        settings, _ = self.request(settings, include, **options)
         if num_workers is None:
             num_workers = default_reader_processes(len(paths), batch_size)
         for batch in image_batches(paths, self.preprocessing, batch_size, num_workers, max_pixels, self.device):
             results = {i: CaptionResult(paths[i], error=message) for i, message in batch.errors}
             if batch.pixels is not None:
-                done = self._caption_features(self.encode(batch.pixels), settings, include, generator)
-                results.update({i: CaptionResult(paths[i], captions, forced=forced)
-                                for i, (captions, forced) in zip(batch.indices, done)})
+                for i, result in zip(batch.indices, self.decode(self.encode(batch.pixels), settings, include,
+                                                                generator)):
+                    result.source = paths[i]
+                    results[i] = result
             for i in sorted(results):
                 yield results[i]
 
 
-def _included(include: Sequence[str], settings: DecodingSettings) -> list[Forced]:
-    """The user's ``include`` constraints, checked (they need greedy or beam decoding)."""
-    given = [Forced(tuple(parse_alternatives(text, "--include")), "include") for text in include]
-    if given and settings.method == "sample":
-        raise ArgumentError("--include needs greedy or beam decoding, not sampling")
+def _constraints(include: Iterable[str] | str) -> tuple[str, ...]:
+    """The user's include constraints as a tuple: a string is one constraint, any other
+    iterable (a list, a generator) gives one per item."""
+    if isinstance(include, str):
+        return (include,)
+    try:
+        given = tuple(include)
+    except TypeError:
+        raise ArgumentError(f"include must be a string or an iterable of strings, got {include!r}") from None
+    for text in given:
+        if not isinstance(text, str):
+            raise ArgumentError(f"include: {text!r} is not a string; give words such as 'cat|kitten'")
     return given
 
 

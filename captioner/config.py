@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .decoding.settings import DecodingSettings
+from .decoding.settings import DecodingSettings, methods
 from .errors import UserError
 
 
@@ -113,7 +113,7 @@ class TrainConfig:
     init_from: str = ""              # start from this checkpoint's weights (e.g. phase 2 fine-tuning)
     num_workers: int = 0             # image-reading processes (feature extraction, fine-tuning)
     extract_batch_size: int = 32
-    val_method: str = "greedy"       # greedy | beam
+    val_method: str = "greedy"       # a deterministic decoding method (captioner.decoding.settings)
     val_beam_size: int = 3
     val_max_images: int = 0          # 0 = the whole val split
     val_metric: str = "CIDEr-D"
@@ -146,7 +146,7 @@ class Config:
             "data.format": (self.data.format, ("karpathy", "coco", "flickr8k", "generic")),
             "data.restval": (self.data.restval, ("train", "val", "test", "drop")),
             "train.lr_schedule": (self.train.lr_schedule, ("cosine", "step", "constant")),
-            "train.val_method": (self.train.val_method, ("greedy", "beam")),
+            "train.val_method": (self.train.val_method, methods(deterministic=True)),
             "train.device": (self.train.device, ("auto", "cpu", "cuda")),
             "model.feature_norm": (self.model.feature_norm, ("none", "layernorm")),
             "train.objective": (self.train.objective, ("xe", "scst")),

@@ -32,7 +32,7 @@ from .api import Captioner
 from .data.batches import image_batches
 from .data.cache import FeatureCache
 from .data.datasets import read_dataset
-from .decoding import DecodingSettings
+from .decoding import DecodingSettings, require_method
 from .errors import ArgumentError
 from .fileio import AtomicLineWriter, write_json_atomic
 from .metrics import score_captions
@@ -87,18 +87,16 @@ def caption_features(captioner: Captioner, features: np.ndarray, settings: Decod
     for start in tqdm(range(0, len(features), batch_size), desc=f"decoding ({system_name(settings)})",
                       disable=not show, leave=False):
         chunk = torch.as_tensor(np.asarray(features[start:start + batch_size], dtype=np.float32))
-        chunk = chunk.to(captioner.device)
-        forced = captioner.forced_words(chunk, settings)
-        captions.extend(c[0].text for c in captioner.decode(chunk, settings, forced))
+        captions.extend(result.text for result in captioner.decode(chunk.to(captioner.device), settings))
     return captions
 
 
 def _systems(captioner: Captioner, methods, guides, options: dict) -> list[DecodingSettings]:
-    for method in methods:
-        if method not in ("greedy", "beam"):
-            raise ArgumentError(f"--method {method!r}: evaluation decodes with greedy or beam")
-    return [captioner.settings(**{**options, "method": m, "guide": g, "num_captions": 1})
-            for m in methods for g in guides]  # a guide of None: the checkpoint's
+    systems = [captioner.settings(**{**options, "method": m, "guide": g, "num_captions": 1})
+               for m in methods for g in guides]  # a method or guide of None: the checkpoint's
+    for settings in systems:
+        require_method(settings.method, "evaluation", deterministic=True)
+    return systems
 
 
 def evaluate(config, checkpoint: str | None, split: str = "test", methods: list[str] = ("beam",),
@@ -186,7 +184,7 @@ def _score_naming(captioner: Captioner, photos, source: str, systems, show: bool
     paths = [str(p.image) for p in photos]
     rates = {}
     for settings in systems:
-        results = list(captioner.caption_files(paths, **settings.to_dict()))
+        results = list(captioner.caption_files(paths, settings=settings))
         bad = [r.error for r in results if r.error]
         if bad:
             raise ArgumentError(f"{source}: {len(bad)} labelled photos cannot be read, e.g. {bad[0]}")

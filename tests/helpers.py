@@ -15,24 +15,24 @@ START, END = 1, 2
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-class MarkovDecoder:
-    """A step decoder whose next-token distribution depends only on the previous token.
+class MarkovStepper:
+    """A stepper (:class:`captioner.decoding.Stepper`) whose next-token distribution depends
+    only on the previous token, for ``rows`` images.
 
-    ``table[prev]`` is the probability of each next token; the features are ignored.
-    Known sequence probabilities make it a hand-built test case for the searches.
+    ``table[prev]`` is the probability of each next token. Known sequence probabilities make
+    it a hand-built test case for the searches.
     """
 
-    def __init__(self, table, device="cpu"):
+    def __init__(self, table, rows=1, device="cpu"):
         self.log_table = torch.tensor(table, dtype=torch.float64).log().float().to(device)
-
-    def init_state(self, features):
-        return torch.zeros(features.shape[0], device=features.device)
+        self.rows, self.device = rows, torch.device(device)
+        self.state = torch.zeros(rows, device=device)
 
     def step(self, tokens, state):
         return self.log_table[tokens], state
 
     @staticmethod
-    def reorder_state(state, index):
+    def reorder(state, index):
         return state[index]
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from captioner.models import DecoderConfig, LSTMDecoder
+from captioner.models.stepping import InputGateTables, LSTMStepper
 from helpers import random_decoder
 
 
@@ -138,27 +139,45 @@ def test_small_cpu_batches_step_without_onednn_and_agree_with_it(monkeypatch):
     assert torch.allclose(own, onednn, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_cpu_decoding_step_is_the_lstm_step_and_follows_weight_changes(layers):
-    """Without gradients in eval mode on a CPU, ``step`` computes the LSTM cell itself from a
-    word -> input-gate table; it must give nn.LSTM's step (float32 rounding of sums of ~50
-    terms of size ~1: well under 1e-5), and a changed weight must change the table."""
+def _small_decoder(layers=1):
     torch.manual_seed(layers)
-    decoder = LSTMDecoder(DecoderConfig(vocab_size=30, feature_dim=8, embed_dim=16, hidden_size=24,
-                                        num_layers=layers, dropout=0.0)).eval()
-    tokens, state = torch.tensor([1, 7, 7, 29]), decoder.init_state(torch.randn(4, 8))
+    return LSTMDecoder(DecoderConfig(vocab_size=30, feature_dim=8, embed_dim=16, hidden_size=24,
+                                     num_layers=layers, dropout=0.0)).eval()
+
+
+def _lstm_step(decoder, tokens, state):
+    """The decoder's own step: ``nn.LSTM``."""
+    with torch.no_grad():
+        log_probs, (h, c) = decoder.step(tokens, state)
+    return log_probs, h, c
+
+
+def _fast_step(decoder, tokens, features, tables=None):
+    """A search's stepper on the CPU without gradients: the hand-computed cell."""
+    with torch.no_grad():
+        stepper = LSTMStepper(decoder, features, **({"tables": tables} if tables else {}))
+        assert stepper.fast
+        log_probs, (h, c) = stepper.step(tokens, stepper.state)
+    return log_probs, h, c
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_cpu_stepper_is_the_lstm_step_and_follows_weight_changes(layers):
+    """Without gradients in eval mode on a CPU, a stepper computes the LSTM cell itself from a
+    word -> input-gate table; it must give nn.LSTM's step (float32 rounding of sums of ~50
+    terms of size ~1: well under 1e-5), and a changed weight must change the next search's steps."""
+    decoder, tables = _small_decoder(layers), InputGateTables()
+    tokens, features = torch.tensor([1, 7, 7, 29]), torch.randn(4, 8)
 
     def both():
-        with torch.no_grad():
-            fast, (h, c) = decoder.step(tokens, state)
-        with torch.enable_grad():  # gradients on: the nn.LSTM path
-            lstm, (h_ref, c_ref) = decoder.step(tokens, state)
-        for a, b in ((fast, lstm), (h, h_ref), (c, c_ref)):
-            assert a.shape == b.shape and torch.allclose(a, b.detach(), atol=1e-5, rtol=0)
-        return fast
+        fast = _fast_step(decoder, tokens, features, tables)
+        lstm = _lstm_step(decoder, tokens, decoder.init_state(features))
+        for a, b in zip(fast, lstm):
+            assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5, rtol=0)
+        return fast[0]
 
     first = both()
-    assert decoder.input_gate_table().shape == (30, 4 * 24)
+    assert tables.table(decoder).shape == (30, 4 * 24)
     with torch.no_grad():  # in place, as an optimizer step or load_state_dict changes weights
         decoder.embed.weight[7].mul_(-3.0)
         decoder.lstm.bias_hh_l0.add_(0.5)
@@ -169,79 +188,64 @@ def test_cpu_decoding_step_is_the_lstm_step_and_follows_weight_changes(layers):
     assert not torch.allclose(second, both(), atol=1e-3)
 
 
-def test_too_large_an_input_gate_table_is_not_kept(monkeypatch):
-    from captioner.models import decoder as module
-
-    decoder = LSTMDecoder(DecoderConfig(vocab_size=30, feature_dim=8, embed_dim=16, hidden_size=24,
-                                        dropout=0.0)).eval()
-    monkeypatch.setattr(module, "INPUT_GATE_TABLE_MAX_BYTES", 30 * 96 * 4 - 1)  # one byte short
-    assert decoder.input_gate_table() is None
-    tokens, state = torch.tensor([3, 4]), decoder.init_state(torch.randn(2, 8))
-    with torch.no_grad():
-        fast, _ = decoder.step(tokens, state)
-    with torch.enable_grad():
-        lstm, _ = decoder.step(tokens, state)
-    assert torch.allclose(fast, lstm.detach(), atol=1e-5, rtol=0)
-
-
-def _small_decoder(layers=1):
-    torch.manual_seed(layers)
-    return LSTMDecoder(DecoderConfig(vocab_size=30, feature_dim=8, embed_dim=16, hidden_size=24,
-                                     num_layers=layers, dropout=0.0)).eval()
-
-
-def _lstm_step(decoder, tokens, state):
-    with torch.enable_grad():  # gradients on: the nn.LSTM path
-        log_probs, _ = decoder.step(tokens, state)
-    return log_probs.detach()
+def test_too_large_an_input_gate_table_is_not_kept():
+    decoder = _small_decoder()
+    tables = InputGateTables(max_bytes=30 * 96 * 4 - 1)  # one byte short
+    assert tables.table(decoder) is None
+    tokens, features = torch.tensor([3, 4]), torch.randn(2, 8)
+    fast = _fast_step(decoder, tokens, features, tables)
+    assert torch.allclose(fast[0], _lstm_step(decoder, tokens, decoder.init_state(features))[0], atol=1e-5, rtol=0)
 
 
 def test_a_search_after_writes_that_bypass_version_counters_sees_the_new_weights():
     """``.data`` writes (and fused optimizers) change weights without a version bump: the
-    next search's init_state must notice, so its steps use the new weights."""
+    next search's stepper must notice, so its steps use the new weights."""
     decoder, tokens, features = _small_decoder(), torch.tensor([5, 9]), torch.randn(2, 8)
-    with torch.no_grad():
-        before, _ = decoder.step(tokens, decoder.init_state(features))  # the table is built
+    before = _fast_step(decoder, tokens, features)[0]  # the table is built
     decoder.embed.weight.data[5].mul_(-4.0)
     decoder.lstm.weight_ih_l0.data.add_(0.3)
-    with torch.no_grad():
-        state = decoder.init_state(features)
-        after, _ = decoder.step(tokens, state)
-    assert torch.allclose(after, _lstm_step(decoder, tokens, state), atol=1e-5, rtol=0)
+    after = _fast_step(decoder, tokens, features)[0]
+    assert torch.allclose(after, _lstm_step(decoder, tokens, decoder.init_state(features))[0], atol=1e-5, rtol=0)
     assert not torch.allclose(before, after, atol=1e-3)
 
 
-def test_cpu_step_under_autocast_and_inference_mode():
-    decoder, tokens = _small_decoder(2), torch.tensor([1, 2, 3])
-    state = decoder.init_state(torch.randn(3, 8))
-    expected = _lstm_step(decoder, tokens, state)
+def test_the_stepper_under_gradients_autocast_training_and_inference_mode():
+    decoder, tokens, features = _small_decoder(2), torch.tensor([1, 2, 3]), torch.randn(3, 8)
+    expected = _lstm_step(decoder, tokens, decoder.init_state(features))[0]
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # nn.LSTM's own autocast rules
-        assert torch.isfinite(decoder.step(tokens, state)[0]).all()
-    with torch.no_grad():  # and nothing of the autocast step is left behind
-        assert torch.allclose(decoder.step(tokens, state)[0], expected, atol=1e-5, rtol=0)
+        stepper = LSTMStepper(decoder, features)
+        assert not stepper.fast and torch.isfinite(stepper.step(tokens, stepper.state)[0]).all()
+    assert torch.allclose(_fast_step(decoder, tokens, features)[0], expected, atol=1e-5, rtol=0)
+    assert not LSTMStepper(decoder, features).fast  # gradients on
+    with torch.no_grad():
+        assert not LSTMStepper(decoder.train(), features).fast
+        assert LSTMStepper(decoder.eval(), features).fast
     with torch.inference_mode():  # a decoder made there has inference tensors, without version counters
         made_there = _small_decoder(2)
-        log_probs, _ = made_there.step(tokens, made_there.init_state(torch.randn(3, 8)))
+        stepper = LSTMStepper(made_there, torch.randn(3, 8))
+        assert stepper.fast
+        log_probs, _ = stepper.step(tokens, stepper.state)
     assert torch.isfinite(log_probs).all() and log_probs.shape == (3, 30)
 
 
-def test_the_table_is_not_copied_pickled_or_kept_across_casts(tmp_path):
+def test_the_table_lives_beside_the_decoder_not_in_it():
     import copy
+    import gc
     import io
 
-    decoder, tokens = _small_decoder(), torch.tensor([4])
-    with torch.no_grad():
-        decoder.step(tokens, decoder.init_state(torch.randn(1, 8)))
-    assert decoder.input_gate_table() is not None
-    saved = io.BytesIO()
+    decoder, tokens, features = _small_decoder(), torch.tensor([4]), torch.randn(1, 8)
+    tables = InputGateTables()
+    _fast_step(decoder, tokens, features, tables)
+    assert len(tables._kept) == 1
+    saved, clean = io.BytesIO(), io.BytesIO()
     torch.save(decoder, saved)
-    clean = io.BytesIO()
     torch.save(copy.deepcopy(_small_decoder()), clean)
     assert len(saved.getvalue()) == len(clean.getvalue())  # the same module without a table
-    assert "_input_gate_cache" not in copy.deepcopy(decoder).__dict__
-    decoder.double()
-    state = decoder.init_state(torch.randn(1, 8, dtype=torch.float64))
-    with torch.no_grad():
-        fast, _ = decoder.step(tokens, state)
+    decoder.double()  # a cast: the table of float32 weights is not used
+    state = decoder.init_state(features.double())
+    fast = _fast_step(decoder, tokens, features.double(), tables)[0]
     assert fast.dtype == torch.float64
-    assert torch.allclose(fast, _lstm_step(decoder, tokens, state), atol=1e-12, rtol=0)
+    assert torch.allclose(fast, _lstm_step(decoder, tokens, state)[0], atol=1e-12, rtol=0)
+    del decoder
+    gc.collect()
+    assert len(tables._kept) == 0  # gone with its decoder

@@ -9,7 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captioner.decoding import beam_search, greedy, sample
-from helpers import DEVICES, END, START, MarkovDecoder, markov_table, random_decoder, sequence_log_prob
+from captioner.decoding import Stepping
+from captioner.decoding.search import CUDA_CHECK_EVERY
+from captioner.models.stepping import LSTMStepper
+from helpers import DEVICES, END, START, MarkovStepper, markov_table, random_decoder, sequence_log_prob
 
 A, B, X, Y, Z, C = 3, 4, 5, 6, 7, 8
 
@@ -23,31 +26,30 @@ TRAP = markov_table({
 
 
 def run(fn, table, batch=1, device="cpu", **kwargs):
-    return fn(MarkovDecoder(table, device), torch.zeros(batch, 1, device=device), START, END, **kwargs)
+    return fn(MarkovStepper(table, batch, device), START, END, **kwargs)
 
 
 on_every_device = pytest.mark.parametrize("device", DEVICES)
 
 
-@pytest.fixture(params=[True, False], ids=["live-rows", "all-rows"])
-def stepping(request, monkeypatch):
-    """Both ways the searches step: only the rows still decoding (as on a CPU) or every row
-    (as on CUDA), whatever the device."""
-    from captioner.decoding import search
-
-    monkeypatch.setattr(search, "_live_rows_only", lambda device: request.param)
+@pytest.fixture(params=[Stepping(live_rows=True), Stepping(live_rows=False, check_every=CUDA_CHECK_EVERY)],
+                ids=["live-rows", "all-rows"])
+def stepping(request):
+    """Both ways the searches step: only the rows still decoding (a CPU's default) or every row,
+    checking every few steps (CUDA's), whatever the device."""
+    return request.param
 
 
 @on_every_device
 def test_greedy_falls_into_the_trap(device, stepping):
-    (h,) = run(greedy, TRAP, device=device)
+    (h,) = run(greedy, TRAP, stepping=stepping, device=device)
     assert h.tokens == (A, X)
     assert h.log_prob == pytest.approx(math.log(0.33), abs=1e-5)
 
 
 @on_every_device
 def test_beam_search_finds_the_more_probable_sequence(device, stepping):
-    (hyps,) = run(beam_search, TRAP, device=device, beam_size=2, num_return=2)
+    (hyps,) = run(beam_search, TRAP, stepping=stepping, device=device, beam_size=2, num_return=2)
     assert hyps[0].tokens == (B, Z)
     assert hyps[0].log_prob == pytest.approx(math.log(0.36), abs=1e-5)
     assert hyps[1].tokens == (A, X)
@@ -75,10 +77,9 @@ def test_wide_beam_finds_the_exact_optimum_found_by_enumeration(seed):
     probs[:, 0] = 0.0
     probs[:, START] = 0.0
     table = (probs / probs.sum(1, keepdim=True)).tolist()
-    decoder = MarkovDecoder(table)
     truth = sorted(all_sequences(table, max_length, vocab), key=lambda s: s[1], reverse=True)
     width = len(truth)  # every sequence fits in the beam: the search is exhaustive
-    (hyps,) = beam_search(decoder, torch.zeros(1, 1), START, END, beam_size=width, max_length=max_length,
+    (hyps,) = beam_search(MarkovStepper(table), START, END, beam_size=width, max_length=max_length,
                           num_return=5, banned=(0, START), length_penalty=0.0)
     for h, (seq, lp) in zip(hyps, truth[:5]):
         assert h.log_prob == pytest.approx(lp, abs=1e-4)
@@ -102,8 +103,8 @@ def test_length_penalty_changes_the_ranking_as_expected(device):
 def test_no_end_within_max_length_still_returns_a_truncated_caption(device, stepping):
     # <end> has probability 0 everywhere: no search can ever choose it.
     never_ends = markov_table({START: {A: 0.7, B: 0.3}, A: {A: 0.9, B: 0.1}, B: {A: 1.0}}, vocab_size=9)
-    g = run(greedy, never_ends, device=device, max_length=4)[0]
-    beams = run(beam_search, never_ends, device=device, beam_size=3, max_length=4, num_return=3)[0]
+    g = run(greedy, never_ends, stepping=stepping, device=device, max_length=4)[0]
+    beams = run(beam_search, never_ends, stepping=stepping, device=device, beam_size=3, max_length=4, num_return=3)[0]
     samples = run(sample, never_ends, device=device, max_length=4, num_samples=5)[0]
     assert g.tokens == (A, A, A, A) and g.truncated
     assert len(beams) == 3 and beams[0].tokens == (A, A, A, A)
@@ -125,12 +126,12 @@ def test_truncated_caption_log_prob_includes_the_forced_end(device):
 @on_every_device
 def test_min_length_forbids_empty_captions(device, stepping):
     table = markov_table({START: {END: 0.9, A: 0.1}, A: {END: 1.0}}, vocab_size=9)
-    assert run(greedy, table, device=device)[0].tokens == (A,)
-    assert run(greedy, table, device=device, min_length=0)[0].tokens == ()
+    assert run(greedy, table, stepping=stepping, device=device)[0].tokens == (A,)
+    assert run(greedy, table, stepping=stepping, device=device, min_length=0)[0].tokens == ()
 
 
 def test_banned_tokens_never_appear(stepping):
-    (h,) = run(greedy, TRAP, banned=(A,))
+    (h,) = run(greedy, TRAP, stepping=stepping, banned=(A,))
     assert h.tokens == (B, Z)
 
 
@@ -140,8 +141,8 @@ def test_banned_tokens_never_appear(stepping):
 def test_beam_size_one_equals_greedy_on_random_lstms(device, seed, batch, layers):
     decoder = random_decoder(layers=layers, seed=seed).to(device)
     features = torch.randn(batch, 8, generator=torch.Generator().manual_seed(seed)).to(device)
-    g = greedy(decoder, features, START, END, max_length=8)
-    b = beam_search(decoder, features, START, END, beam_size=1, max_length=8)
+    g = greedy(LSTMStepper(decoder, features), START, END, max_length=8)
+    b = beam_search(LSTMStepper(decoder, features), START, END, beam_size=1, max_length=8)
     for gh, (bh,) in zip(g, b):
         assert gh.tokens == bh.tokens
         assert gh.log_prob == pytest.approx(bh.log_prob, abs=1e-4)
@@ -152,9 +153,9 @@ def test_beam_size_one_equals_greedy_on_random_lstms(device, seed, batch, layers
 def test_batched_beam_equals_one_image_at_a_time(seed, device):
     decoder = random_decoder(seed=seed).to(device)
     features = torch.randn(5, 8, generator=torch.Generator().manual_seed(seed)).to(device)
-    batched = beam_search(decoder, features, START, END, beam_size=4, num_return=3, length_penalty=0.7)
+    batched = beam_search(LSTMStepper(decoder, features), START, END, beam_size=4, num_return=3, length_penalty=0.7)
     for i in range(5):
-        (single,) = beam_search(decoder, features[i:i + 1], START, END, beam_size=4, num_return=3,
+        (single,) = beam_search(LSTMStepper(decoder, features[i:i + 1]), START, END, beam_size=4, num_return=3,
                                 length_penalty=0.7)
         assert [h.tokens for h in single] == [h.tokens for h in batched[i]]
 
@@ -164,7 +165,7 @@ def test_batched_beam_equals_one_image_at_a_time(seed, device):
 def test_reported_log_probs_are_those_of_the_returned_sequences(seed, device):
     decoder = random_decoder(seed=seed).to(device)
     features = torch.randn(3, 8, generator=torch.Generator().manual_seed(seed)).to(device)
-    nbest = beam_search(decoder, features, START, END, beam_size=5, num_return=5, length_penalty=1.0)
+    nbest = beam_search(LSTMStepper(decoder, features), START, END, beam_size=5, num_return=5, length_penalty=1.0)
     for i, hyps in enumerate(nbest):
         scores = [h.score for h in hyps]
         assert scores == sorted(scores, reverse=True)
@@ -192,27 +193,27 @@ def test_sampling_follows_the_model_distribution(device):
 def test_sampling_with_top_k_one_or_low_temperature_is_greedy():
     decoder = random_decoder(seed=7)
     features = torch.randn(4, 8)
-    g = [h.tokens for h in greedy(decoder, features, START, END)]
-    top1 = [hs[0].tokens for hs in sample(decoder, features, START, END, top_k=1)]
-    cold = [hs[0].tokens for hs in sample(decoder, features, START, END, temperature=1e-4)]
+    g = [h.tokens for h in greedy(LSTMStepper(decoder, features), START, END)]
+    top1 = [hs[0].tokens for hs in sample(LSTMStepper(decoder, features), START, END, top_k=1)]
+    cold = [hs[0].tokens for hs in sample(LSTMStepper(decoder, features), START, END, temperature=1e-4)]
     assert top1 == g and cold == g
 
 
 def test_sampling_is_reproducible_with_a_seeded_generator():
     decoder = random_decoder(seed=8)
     features = torch.randn(3, 8)
-    a = sample(decoder, features, START, END, num_samples=4, generator=torch.Generator().manual_seed(1))
-    b = sample(decoder, features, START, END, num_samples=4, generator=torch.Generator().manual_seed(1))
+    a = sample(LSTMStepper(decoder, features), START, END, num_samples=4, generator=torch.Generator().manual_seed(1))
+    b = sample(LSTMStepper(decoder, features), START, END, num_samples=4, generator=torch.Generator().manual_seed(1))
     assert [[h.tokens for h in hs] for hs in a] == [[h.tokens for h in hs] for hs in b]
 
 
 @on_every_device
 def test_an_empty_batch_gives_no_captions(device, stepping):
     decoder, features = random_decoder().to(device), torch.zeros(0, 8, device=device)
-    assert greedy(decoder, features, START, END) == []
-    assert beam_search(decoder, features, START, END, beam_size=3) == []
-    assert beam_search(decoder, features, START, END, beam_size=2, constraints=[]) == []
-    assert sample(decoder, features, START, END, num_samples=2) == []
+    assert greedy(LSTMStepper(decoder, features), START, END) == []
+    assert beam_search(LSTMStepper(decoder, features), START, END, beam_size=3) == []
+    assert beam_search(LSTMStepper(decoder, features), START, END, beam_size=2, constraints=[]) == []
+    assert sample(LSTMStepper(decoder, features), START, END, num_samples=2) == []
 
 
 def test_invalid_arguments_are_refused():
@@ -224,36 +225,50 @@ def test_invalid_arguments_are_refused():
         run(greedy, TRAP, max_length=0)
 
 
-class Counting(MarkovDecoder):
-    """A Markov decoder with one table per image (feature 0 picks it) that records how many
-    rows each step is asked for."""
+class Counting(MarkovStepper):
+    """A Markov stepper with one table per image (``images[i]`` picks image i's) that records
+    how many rows each step is asked for."""
 
-    def __init__(self, tables):
+    def __init__(self, tables, images):
         self.log_tables = torch.tensor(tables, dtype=torch.float64).log().float()
-        self.rows = []
-
-    def init_state(self, features):
-        return features[:, 0].long()
+        self.rows, self.device, self.state = len(images), torch.device("cpu"), torch.tensor(images)
+        self.asked = []
 
     def step(self, tokens, state):
-        self.rows.append(tokens.shape[0])
+        self.asked.append(tokens.shape[0])
         return self.log_tables[state, tokens], state
 
 
-def test_finished_captions_leave_the_batch_on_the_cpu():
+def test_finished_captions_leave_the_batch_when_stepping_live_rows():
     """Image 0 says "A", image 1 "B X Y": greedy steps both rows twice (A; <end> and X), then
-    only image 1's (Y; <end>). Beam 2 on TRAP steps the one start row, then two rows twice."""
+    only image 1's (Y; <end>). Beam 2 on TRAP steps the one start row, then two rows twice.
+    Stepping every row, greedy steps both rows until both are done, checking every 4 steps."""
     short = markov_table({START: {A: 1.0}, A: {END: 1.0}}, vocab_size=9)
     long = markov_table({START: {B: 1.0}, B: {X: 1.0}, X: {Y: 1.0}, Y: {END: 1.0}}, vocab_size=9)
-    decoder = Counting([short, long])
-    hyps = greedy(decoder, torch.tensor([[0.0], [1.0]]), START, END, max_length=10)
+    live, every = Stepping(live_rows=True), Stepping(live_rows=False, check_every=4)
+    stepper = Counting([short, long], [0, 1])
+    hyps = greedy(stepper, START, END, max_length=10, stepping=live)
     assert [h.tokens for h in hyps] == [(A,), (B, X, Y)]
     assert [h.log_prob for h in hyps] == [0.0, 0.0]
-    assert decoder.rows == [2, 2, 1, 1]
-    decoder = Counting([TRAP])
-    (beam,) = beam_search(decoder, torch.zeros(1, 1), START, END, beam_size=2, num_return=2)
+    assert stepper.asked == [2, 2, 1, 1]
+    stepper = Counting([short, long], [0, 1])
+    assert [h.tokens for h in greedy(stepper, START, END, max_length=10, stepping=every)] == [(A,), (B, X, Y)]
+    assert stepper.asked == [2, 2, 2, 2]  # all done after step 4 (index 3), the first check
+    stepper = Counting([short, long], [0, 1])
+    greedy(stepper, START, END, max_length=10, stepping=Stepping(live_rows=False, check_every=3))
+    assert stepper.asked == [2] * 6  # checks after steps 3 and 6
+    stepper = Counting([TRAP], [0])
+    (beam,) = beam_search(stepper, START, END, beam_size=2, num_return=2, stepping=live)
     assert [h.tokens for h in beam] == [(B, Z), (A, X)]
-    assert decoder.rows == [1, 2, 2]
+    assert stepper.asked == [1, 2, 2]
+    stepper = Counting([TRAP], [0])
+    beam_search(stepper, START, END, beam_size=2, num_return=2, stepping=every)
+    assert stepper.asked == [2, 2, 2, 2]  # every row of the beam, until the check at step 4
+
+
+def test_the_default_stepping_follows_the_device():
+    assert Stepping.default(torch.device("cpu")) == Stepping(live_rows=True)
+    assert Stepping.default(torch.device("cuda")) == Stepping(live_rows=False, check_every=CUDA_CHECK_EVERY)
 
 
 # -- agreement with the previous implementation -----------------------------------------------------------
@@ -265,19 +280,32 @@ def test_beam_search_and_greedy_agree_with_the_previous_implementation(seed, dev
     decoder = random_decoder(seed=seed, layers=1 + seed % 2).to(device)
     features = torch.randn(4, 8, generator=torch.Generator().manual_seed(seed)).to(device)
     options = dict(max_length=7, banned=(0, START, 3))
+    previous = PreviousProtocol(LSTMStepper(decoder, features))  # the same steps, the previous search code
     for k, penalty in ((1, 0.0), (3, 0.5), (5, 1.0)):
-        new = beam_search(decoder, features, START, END, beam_size=k, length_penalty=penalty, num_return=k, **options)
-        old = reference_search.beam_search(decoder, features, START, END, beam_size=k, length_penalty=penalty,
+        new = beam_search(LSTMStepper(decoder, features), START, END, beam_size=k, length_penalty=penalty,
+                          num_return=k, stepping=stepping, **options)
+        old = reference_search.beam_search(previous, features, START, END, beam_size=k, length_penalty=penalty,
                                            num_return=k, **options)
         for new_hyps, old_hyps in zip(new, old):
             assert [h.tokens for h in new_hyps] == [h.tokens for h in old_hyps]
             assert [h.truncated for h in new_hyps] == [h.truncated for h in old_hyps]
             # both sum float32 log-probabilities of at most 8 tokens: agreement to float32 rounding
             assert [h.log_prob for h in new_hyps] == pytest.approx([h.log_prob for h in old_hyps], abs=1e-5)
-    new_g = greedy(decoder, features, START, END, **options)
-    old_g = reference_search.greedy(decoder, features, START, END, **options)
+    new_g = greedy(LSTMStepper(decoder, features), START, END, stepping=stepping, **options)
+    old_g = reference_search.greedy(previous, features, START, END, **options)
     assert [h.tokens for h in new_g] == [h.tokens for h in old_g]
     assert [h.log_prob for h in new_g] == pytest.approx([h.log_prob for h in old_g], abs=1e-5)
+
+
+class PreviousProtocol:
+    """A stepper in the step-decoder protocol the previous searches drove."""
+
+    def __init__(self, stepper):
+        self.stepper = stepper
+        self.step, self.reorder_state = stepper.step, stepper.reorder
+
+    def init_state(self, features):
+        return self.stepper.state
 
 
 # -- constrained beam search ----------------------------------------------------------------------------------
@@ -310,35 +338,35 @@ def best_with(table, must, max_length=4, length_penalty=0.0):
 
 @on_every_device
 def test_constraint_forces_the_most_probable_caption_that_has_the_word(device, stepping):
-    unconstrained = run(beam_search, WORDS, device=device, beam_size=3, length_penalty=0.0)[0][0]
+    unconstrained = run(beam_search, WORDS, stepping=stepping, device=device, beam_size=3, length_penalty=0.0)[0][0]
     assert Z not in unconstrained.tokens
-    (h,) = constrained(WORDS, [[[Z]]], device=device, beam_size=3, length_penalty=0.0)
+    (h,) = constrained(WORDS, [[[Z]]], device=device, beam_size=3, length_penalty=0.0, stepping=stepping)
     seq, lp = best_with(WORDS, [[[Z]]])
     assert h.tokens == seq == (B, Z) and h.unmet == 0
     assert h.log_prob == pytest.approx(lp, abs=1e-5)
 
 
 def test_a_disjunction_takes_whichever_alternative_scores_best(stepping):
-    (h,) = constrained(WORDS, [[[C], [Y]]], beam_size=3, length_penalty=0.0)
+    (h,) = constrained(WORDS, [[[C], [Y]]], beam_size=3, length_penalty=0.0, stepping=stepping)
     assert h.tokens == best_with(WORDS, [[[C], [Y]]])[0] == (B, C)
-    (h,) = constrained(WORDS, [[[C], [Y]]], beam_size=3, length_penalty=1.0)
+    (h,) = constrained(WORDS, [[[C], [Y]]], beam_size=3, length_penalty=1.0, stepping=stepping)
     assert h.tokens == best_with(WORDS, [[[C], [Y]]], length_penalty=1.0)[0]
 
 
 @on_every_device
 def test_two_constraints_and_a_phrase(device, stepping):
-    (h,) = constrained(WORDS, [[[Y]], [[Z]]], device=device, beam_size=3, length_penalty=0.0)
+    (h,) = constrained(WORDS, [[[Y]], [[Z]]], device=device, beam_size=3, length_penalty=0.0, stepping=stepping)
     assert h.tokens == (A, Y, Z) and h.unmet == 0
-    (h,) = constrained(WORDS, [[[Y, Z]]], device=device, beam_size=3, length_penalty=0.0)
+    (h,) = constrained(WORDS, [[[Y, Z]]], device=device, beam_size=3, length_penalty=0.0, stepping=stepping)
     assert h.tokens == (A, Y, Z)
     # the phrase "Z Y" never occurs (Z is always followed by <end>): the best caption meeting none
-    (h,) = constrained(WORDS, [[[Z, Y]]], device=device, beam_size=3, length_penalty=0.0)
+    (h,) = constrained(WORDS, [[[Z, Y]]], device=device, beam_size=3, length_penalty=0.0, stepping=stepping)
     assert h.unmet == 1 and h.tokens == (A, X)
 
 
 def test_an_impossible_constraint_returns_the_best_caption_meeting_the_most(stepping):
     # C only follows B, and B is banned: of two constraints only one can be met.
-    (h,) = constrained(WORDS, [[[Z]], [[C]]], beam_size=3, length_penalty=0.0, banned=(B,))
+    (h,) = constrained(WORDS, [[[Z]], [[C]]], beam_size=3, length_penalty=0.0, banned=(B,), stepping=stepping)
     assert h.unmet == 1 and Z in h.tokens
 
 
@@ -349,7 +377,8 @@ def test_constraints_on_wide_beams_match_enumeration(stepping, seed=3):
     probs[:, START] = 0.0
     table = (probs / probs.sum(1, keepdim=True)).tolist()
     for must in ([[[A]]], [[[A], [B]], [[X]]], [[[Y, Z]]]):
-        (h,) = constrained(table, must, beam_size=60, max_length=3, length_penalty=0.0, banned=(0, START))
+        (h,) = constrained(table, must, beam_size=60, max_length=3, length_penalty=0.0, banned=(0, START),
+                           stepping=stepping)
         seq, lp = best_with(table, must, max_length=3)
         assert h.tokens == seq and h.log_prob == pytest.approx(lp, abs=1e-4)
 
@@ -362,11 +391,11 @@ def test_batched_constrained_search_equals_one_image_at_a_time(seed, device):
     decoder = random_decoder(seed=seed).to(device)
     features = torch.randn(3, 8, generator=torch.Generator().manual_seed(seed)).to(device)
     per_image = [[Constraint(((5,), (6,)))], [], [Constraint(((7,),)), Constraint(((9, 10),))]]
-    batched = beam_search(decoder, features, START, END, beam_size=3, num_return=2, length_penalty=0.5,
-                          constraints=per_image)
+    options = dict(beam_size=3, num_return=2, length_penalty=0.5)
+    batched = beam_search(LSTMStepper(decoder, features), START, END, constraints=per_image, **options)
     for i in range(3):
-        single = beam_search(decoder, features[i:i + 1], START, END, beam_size=3, num_return=2, length_penalty=0.5,
-                             constraints=[per_image[i]])[0]
+        single = beam_search(LSTMStepper(decoder, features[i:i + 1]), START, END, constraints=[per_image[i]],
+                             **options)[0]
         assert [h.tokens for h in single] == [h.tokens for h in batched[i]]
-    unconstrained = beam_search(decoder, features[1:2], START, END, beam_size=3, num_return=2, length_penalty=0.5)
+    unconstrained = beam_search(LSTMStepper(decoder, features[1:2]), START, END, **options)
     assert [h.tokens for h in unconstrained[0]] == [h.tokens for h in batched[1]]

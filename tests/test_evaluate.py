@@ -88,10 +88,10 @@ def test_evaluate_scores_every_system_with_the_decoding_it_used(trained, tmp_pat
 
 def test_evaluate_rejects_unknown_methods_and_baselines(trained, capsys):
     root, config, checkpoint = trained
-    assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), "--baseline", "knn"]) == 2
-    assert "--baseline 'knn'" in capsys.readouterr().err
-    assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), "--method", "sample"]) == 2
-    assert "--method 'sample'" in capsys.readouterr().err
+    for option, value in (("--baseline", "knn"), ("--method", "sample")):
+        with pytest.raises(SystemExit) as stop:  # refused by the parser, as any other bad choice
+            main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), option, value])
+        assert stop.value.code == 2 and f"argument {option}: {value!r} is not one of" in capsys.readouterr().err
     for option, value in (("--beam-size", "0"), ("--max-length", "0"), ("--length-penalty", "-1")):
         assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), option, value]) == 2
         assert option in capsys.readouterr().err

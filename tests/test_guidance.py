@@ -14,7 +14,7 @@ from captioner.decoding.lexicon import Lexicon, indefinite_article
 from captioner.data.vocab import Vocabulary
 from captioner.errors import ArgumentError
 from captioner.guidance import GuidanceError, ImageNetGuide, choose_proxies, load_imagenet_names
-from helpers import END, START, MarkovDecoder, markov_table
+from helpers import END, START, MarkovStepper, markov_table
 
 NAMES = load_imagenet_names()
 LABEL = {label: i for i, label in reversed(list(enumerate(NAMES.labels)))}
@@ -98,19 +98,19 @@ TABLE = markov_table({START: {A_: 1.0}, A_: {DOG: 0.7, CAT: 0.3}, DOG: {ON: 0.6,
 
 def test_a_new_word_is_decoded_as_a_copy_of_its_proxy():
     lexicon = Lexicon(VOCAB, {"kangaroo": DOG, "elephant": DOG})
-    decoder = lexicon.wrap(MarkovDecoder(TABLE))
+    stepper = lexicon.wrap(MarkovStepper(TABLE))
     kangaroo = lexicon.phrase_ids("kangaroo")
-    (h,) = beam_search(decoder, torch.zeros(1, 1), START, END, beam_size=3, length_penalty=0.0,
+    (h,) = beam_search(stepper, START, END, beam_size=3, length_penalty=0.0,
                        constraints=[[Constraint((kangaroo,))]], phrase_only_from=lexicon.phrase_only_from)[0]
     # the caption goes on as after "dog", with the same probability
     assert lexicon.to_text(h.tokens) == "a kangaroo on grass" and h.unmet == 0
     assert h.log_prob == pytest.approx(math.log(0.7 * 0.6), abs=1e-5)
-    (h,) = beam_search(decoder, torch.zeros(1, 1), START, END, beam_size=3, length_penalty=1.0,
+    (h,) = beam_search(stepper, START, END, beam_size=3, length_penalty=1.0,
                        constraints=[[Constraint((lexicon.phrase_ids("elephant"),))]],
                        phrase_only_from=lexicon.phrase_only_from)[0]
     assert lexicon.to_text(h.tokens) == "an elephant on grass"  # the article agrees with the new word
     # without a constraint naming them, the added words never appear
-    (free,) = beam_search(decoder, torch.zeros(1, 1), START, END, beam_size=3, length_penalty=0.0,
+    (free,) = beam_search(stepper, START, END, beam_size=3, length_penalty=0.0,
                           phrase_only_from=lexicon.phrase_only_from)[0]
     assert lexicon.to_text(free.tokens) == "a dog on grass"
 

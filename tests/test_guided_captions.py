@@ -54,7 +54,7 @@ def test_guided_and_include_go_through_the_cli_json(tmp_path, tiny_ckpt, example
     (["--include", "cat|"], "'' has no letters"),
     (["--guide-threshold", "1.5"], "--guide-threshold must be in [0, 1], got 1.5"),
     (["--guide-threshold", "nan"], "--guide-threshold must be a finite number"),
-    (["--method", "sample", "--include", "dog"], "need greedy or beam decoding"),
+    (["--method", "sample", "--include", "dog"], "--include needs beam or greedy decoding, not sample"),
 ])
 def test_bad_guidance_arguments_are_one_line_errors(tiny_ckpt, examples_dir, capsys, args, message):
     code = main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), *args])

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..data.preprocess import preprocess
 from ..data.vocab import tokenize
+from ..decoding.settings import require_method
 from ..errors import ArgumentError
 from .victims import broadcast_labels
 
@@ -37,8 +38,7 @@ class CaptionVictim:
     def __init__(self, captioner, method: str | None = None, beam_size: int | None = None,
                  guide: str | None = None):
         self.settings = captioner.settings(method=method, beam_size=beam_size, guide=guide, num_captions=1)
-        if self.settings.method not in ("beam", "greedy"):
-            raise ArgumentError(f"attacks judge captions decoded with beam or greedy, not {self.settings.method!r}")
+        require_method(self.settings.method, "judging captions in an attack", deterministic=True)
         self.captioner = captioner
         self.module = captioner.model
         self.vocab = captioner.vocab
@@ -68,10 +68,9 @@ class CaptionVictim:
         """The decoded captions as padded token ids, like the labels."""
         with torch.no_grad():
             features = self.features(pixels)
-        forced = self.captioner.forced_words(features, self.settings)
-        captions = self.captioner.decode(features, self.settings, forced)
+        results = self.captioner.decode(features, self.settings)
         vocab = self.vocab
-        return self._pad([[vocab.start_id, *c[0].tokens, vocab.end_id] for c in captions], pixels.device)
+        return self._pad([[vocab.start_id, *r.captions[0].tokens, vocab.end_id] for r in results], pixels.device)
 
     def matches(self, predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         width, pad = max(predictions.shape[1], labels.shape[1]), self.vocab.pad_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..decoding.settings import GUIDES
+from ..decoding.settings import GUIDES, methods
 from ..errors import ArgumentError
 
 DEFAULT_REPORT_EPS = "0,1/255,2/255,4/255,8/255"
@@ -77,7 +77,7 @@ def add_parser(subparsers) -> None:
     _single(k)
     k.add_argument("--checkpoint", help="checkpoint (default: the bundled default model)")
     k.add_argument("--target-caption", metavar="TEXT", help="targeted attack: the caption to make the model write")
-    k.add_argument("--decode", choices=["beam", "greedy"],
+    k.add_argument("--decode", choices=methods(deterministic=True),
                    help="decoding that judges captions (default: the checkpoint's)")
     k.add_argument("--guide", choices=GUIDES,
                    help="judge the captions guided by the ImageNet classifier or not (default: the checkpoint's)")
@@ -99,7 +99,7 @@ def add_parser(subparsers) -> None:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--limit", type=int, help="use at most this many images")
     r.add_argument("--batch-size", type=int, default=8)
-    r.add_argument("--decode", choices=["beam", "greedy"], help="captioner decoding (default: the checkpoint's)")
+    r.add_argument("--decode", choices=methods(deterministic=True), help="captioner decoding (default: the checkpoint's)")
     r.add_argument("--eps", default=DEFAULT_REPORT_EPS, help="comma-separated (default %(default)s)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(r, eps_default=None)

@@ -11,7 +11,6 @@ from tqdm import tqdm
 
 from ..api import Captioner, default_reader_processes
 from ..data.images import DEFAULT_MAX_PIXELS, find_images, printable_path
-from ..decoding.settings import GUIDES
 from ..errors import ArgumentError
 from ..fileio import AtomicLineWriter, check_writable
 from .options import add_decoding_options, decoding_options
@@ -26,11 +25,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     p.add_argument("--checkpoint", help="checkpoint file (default: the bundled default model)")
     add_decoding_options(p, sampling=True)
-    p.add_argument("--guide", choices=GUIDES,
-                   help="imagenet: the caption names what the encoder's ImageNet classifier is sure of; none: the "
-                        "decoder's own caption (default: the checkpoint's)")
-    p.add_argument("--guide-threshold", type=float, metavar="P",
-                   help="probability a concept needs to be forced, in [0, 1] (default: the checkpoint's)")
     p.add_argument("--include", action="append", default=[], metavar="WORD[|ALT]",
                    help="every caption must contain this word (or one of the alternatives); repeatable")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
@@ -50,9 +44,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     if args.batch_size < 1:
         raise ArgumentError(f"--batch-size must be at least 1, got {args.batch_size}")
-    options = decoding_options(args, guide=args.guide, guide_threshold=args.guide_threshold)
-    if args.method == "sample" and (args.guide == "imagenet" or args.include):
-        raise ArgumentError("--guide imagenet and --include need greedy or beam decoding, not --method sample")
+    options = decoding_options(args)
     paths = find_images(args.paths)
     if not paths:
         raise ArgumentError(f"no image files found in {' '.join(args.paths)}")
@@ -60,7 +52,7 @@ def run(args) -> int:
     if args.jsonl and not json_to_stdout:
         check_writable(args.jsonl)
     captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device)
-    settings = captioner.settings(**options)
+    settings, _ = captioner.request(include=args.include, **options)
     workers = args.workers if args.workers is not None else default_reader_processes(len(paths), args.batch_size)
     generator = torch.Generator().manual_seed(args.seed)
     failed = 0
@@ -70,13 +62,16 @@ def run(args) -> int:
     with progress, (AtomicLineWriter(args.jsonl) if args.jsonl and not json_to_stdout else nullcontext()) as sink:
         for result in captioner.caption_files(paths, batch_size=args.batch_size, num_workers=workers,
                                               max_pixels=args.max_pixels, include=args.include,
-                                              generator=generator, **settings.to_dict()):
+                                              generator=generator, settings=settings):
             progress.update(1)
             failed += bool(result.error)
-            record = _record(result)
-            line = json.dumps(record, ensure_ascii=False)
+            line = json.dumps(result.to_dict(), ensure_ascii=False)
             if result.error:
                 tqdm.write(f"error: {result.error}", file=sys.stderr)
+            elif result.unmet:
+                tqdm.write(f"note: {printable_path(result.source)}: the caption misses {result.unmet} of the forced "
+                           f"words ({_forced_words(result)}): no caption of at most {settings.max_length} words "
+                           "has them all", file=sys.stderr)
             if json_to_stdout:
                 print(line, flush=True)
             elif not result.error:
@@ -90,17 +85,5 @@ def run(args) -> int:
     return 0
 
 
-def _record(result) -> dict:
-    if result.error:
-        return {"path": result.source, "error": result.error}
-    record = {"path": result.source, "captions": [
-        {"caption": c.text, "log_prob": round(c.log_prob, 4), "score": round(c.score, 4),
-         **({"truncated": True} if c.truncated else {}), **({"unmet": c.unmet} if c.unmet else {})}
-        for c in result.captions
-    ]}
-    if result.forced:
-        best = result.captions[0].unmet if result.captions else 0
-        record["forced"] = [f.to_dict() for f in result.forced]
-        if best:
-            record["note"] = f"no caption within the maximum length meets {best} of the forced words"
-    return record
+def _forced_words(result) -> str:
+    return ", ".join("|".join(f.words) for f in result.forced)

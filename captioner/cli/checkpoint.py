@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..decoding.settings import GUIDES, DecodingSettings
+from ..decoding.settings import DecodingSettings, methods
 from ..models import CaptionModel
 from .options import add_decoding_options, decoding_options
 
@@ -22,9 +22,7 @@ def add_parser(subparsers) -> None:
     export.add_argument("source")
     export.add_argument("target")
     export.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
-    add_decoding_options(export, methods=("greedy", "beam"))
-    export.add_argument("--guide", choices=GUIDES, help="new default guide")
-    export.add_argument("--guide-threshold", type=float, metavar="P", help="new default guide threshold")
+    add_decoding_options(export, methods=methods(deterministic=True), guide_help="new default guide")
     export.set_defaults(run=run_export)
 
 
@@ -63,7 +61,7 @@ def run_info(args) -> int:
 
 def _decoding(stored: dict | None, args) -> dict | None:
     """The stored default decoding with the export options applied."""
-    changes = decoding_options(args, guide=args.guide, guide_threshold=args.guide_threshold)
+    changes = decoding_options(args)
     if not changes:
         return stored
     return {**(stored or {}), **changes}

@@ -3,17 +3,11 @@ metrics, guided and unguided, and its object naming rate on labelled photos."""
 
 from __future__ import annotations
 
-import argparse
-
 from ..config import load_config
-from ..decoding.settings import GUIDES
-from ..errors import ArgumentError
+from ..decoding.settings import methods
+from ..evaluation import BASELINES
 from ..fileio import check_writable
-from .options import decoding_options
-
-
-def _list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
+from .options import add_decoding_options, decoding_options, list_of
 
 
 def add_parser(subparsers) -> None:
@@ -26,15 +20,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", help="the YAML config naming the data (and feature cache)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--method", default=["beam"], type=_list, help="greedy, beam, or both: greedy,beam")
-    p.add_argument("--beam-size", type=int)
-    p.add_argument("--length-penalty", type=float)
-    p.add_argument("--max-length", type=int)
-    p.add_argument("--guide", type=_list, help="none, imagenet, or both side by side: none,imagenet "
-                                               "(default: the checkpoint's)")
-    p.add_argument("--guide-threshold", type=float, metavar="P", help="guide threshold (default: the checkpoint's)")
+    add_decoding_options(p, methods=methods(deterministic=True), several=True)
     p.add_argument("--naming", metavar="LABELS", help="labels.jsonl of labelled photos: report the object naming rate")
-    p.add_argument("--baseline", default=[], type=_list, help="nn, frequent, or both: nn,frequent")
+    p.add_argument("--baseline", default=[], type=list_of(BASELINES),
+                   help=f"{' or '.join(BASELINES)}, or both: {','.join(BASELINES)}")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the scores as JSON")
     p.add_argument("--predictions", metavar="DIR", help="write per-image predictions as JSONL files here")
@@ -50,19 +39,9 @@ def run(args) -> int:
     if args.predictions:
         check_writable(args.predictions, folder=True)
     config = load_config(args.config, args.overrides) if args.config else None
-    for method in args.method:
-        if method not in ("greedy", "beam"):
-            raise ArgumentError(f"--method {method!r}: evaluation decodes with greedy or beam")
-    for guide in args.guide or ():
-        if guide not in GUIDES:
-            raise ArgumentError(f"--guide {guide!r}: choose from {', '.join(GUIDES)}")
-    for baseline in args.baseline:
-        if baseline not in ("nn", "frequent"):
-            raise ArgumentError(f"--baseline {baseline!r}: the baselines are nn and frequent")
-    options = decoding_options(argparse.Namespace(**{**vars(args), "method": None}),
-                               guide_threshold=args.guide_threshold)
+    options = decoding_options(args)
     summary = evaluate(
-        config, args.checkpoint, split=args.split, methods=args.method, guides=args.guide or [None],
+        config, args.checkpoint, split=args.split, methods=args.method or [None], guides=args.guide or [None],
         baselines=args.baseline, options=options, device=args.device, json_out=args.json_out,
         predictions=args.predictions, naming=args.naming, show=not args.quiet,
     )

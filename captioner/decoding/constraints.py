@@ -12,6 +12,7 @@ search can follow them with table look-ups on the device.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -172,7 +173,12 @@ class AutomatonTables:
 
 def parse_alternatives(text: str, what: str = "constraint") -> list[str]:
     """``"cat|kitten"`` -> ``["cat", "kitten"]`` (lower-case, spaces tidied); refuses an empty
-    constraint and alternatives without a letter, naming the value."""
+    constraint, alternatives without a letter and control or format characters (ESC, NUL,
+    U+202E...: they would go raw into a caption), naming the value."""
+    unprintable = [ch for ch in str(text) if unicodedata.category(ch) in ("Cc", "Cf") and not ch.isspace()]
+    if unprintable:
+        raise ArgumentError(f"{what} {text!r} holds the unprintable character {ascii(unprintable[0])}; give words "
+                            "such as cat|kitten")
     alternatives = [" ".join(part.lower().split()) for part in str(text).split("|")]
     if not any(alternatives):
         raise ArgumentError(f"{what} {text!r} is empty; give a word, or alternatives such as cat|kitten")

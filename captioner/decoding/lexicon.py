@@ -5,7 +5,7 @@ Deep Compositional Captioning (Hendricks et al., CVPR 2016), such a word is deco
 copy of a known word, its *proxy*: it gets the proxy's embedding (so the words after it are
 predicted as after the proxy) and the proxy's output score (so it is as likely as the
 proxy where the proxy would fit). Rather than editing the weights, :class:`Lexicon` wraps
-the step decoder: extra token ids ``V, V+1, ...`` are fed to the network as their proxies
+the search's stepper: extra token ids ``V, V+1, ...`` are fed to the network as their proxies
 and scored with their proxies' log-probabilities. The caption then reads "a kangaroo on
 the grass" where the model would have written "a dog on the grass". Choosing a good
 proxy is the caller's job (:mod:`captioner.guidance.proxies`).
@@ -95,26 +95,24 @@ class Lexicon:
                 words[i] = indefinite_article(words[i + 1])
         return detokenize(words)
 
-    def wrap(self, decoder):
-        """``decoder`` as a step decoder over this lexicon (itself when there are no extra words)."""
-        return decoder if not self.extra_words else _ProxyDecoder(decoder, len(self.vocab), self.proxies)
+    def wrap(self, stepper):
+        """``stepper`` (:class:`captioner.decoding.search.Stepper`) over this lexicon: itself when
+        there are no extra words."""
+        return stepper if not self.extra_words else _ProxyStepper(stepper, len(self.vocab), self.proxies)
 
 
-class _ProxyDecoder:
-    """A step decoder whose ids past ``base`` are fed and scored as their proxies."""
+class _ProxyStepper:
+    """A stepper whose ids past ``base`` are fed and scored as their proxies."""
 
-    def __init__(self, decoder, base: int, proxies: Sequence[int]):
-        self.decoder = decoder
+    def __init__(self, stepper, base: int, proxies: Sequence[int]):
+        self.stepper = stepper
+        self.rows, self.device, self.state = stepper.rows, stepper.device, stepper.state
         self.base = base
-        self.proxies = torch.tensor(proxies, dtype=torch.long)
-        self.reorder_state = decoder.reorder_state
-
-    def init_state(self, features):
-        self.proxies = self.proxies.to(features.device)
-        return self.decoder.init_state(features)
+        self.proxies = torch.tensor(proxies, dtype=torch.long, device=stepper.device)
+        self.reorder = stepper.reorder
 
     def step(self, tokens, state):
         extra = tokens >= self.base
         fed = torch.where(extra, self.proxies[(tokens - self.base).clamp(min=0, max=len(self.proxies) - 1)], tokens)
-        log_probs, state = self.decoder.step(fed, state)
+        log_probs, state = self.stepper.step(fed, state)
         return torch.cat([log_probs, log_probs[:, self.proxies]], dim=1), state

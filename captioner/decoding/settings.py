@@ -14,8 +14,39 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import UserError
 
-METHODS = ("greedy", "beam", "sample")
+
+@dataclass(frozen=True)
+class Method:
+    """A decoding method and what it supports. ``constrained``: it takes word constraints (the
+    user's includes and a guide's words); ``several``: it can give more than one caption per
+    image; ``deterministic``: the same features always give the same captions (what scoring,
+    validation and attacks need)."""
+
+    name: str
+    constrained: bool
+    several: bool
+    deterministic: bool
+
+
+METHODS = {m.name: m for m in (
+    Method("beam", constrained=True, several=True, deterministic=True),
+    Method("greedy", constrained=True, several=False, deterministic=True),
+    Method("sample", constrained=False, several=True, deterministic=False),
+)}
 GUIDES = ("none", "imagenet")
+
+
+def methods(**needs: bool) -> tuple[str, ...]:
+    """The names of the methods with the given properties (``methods(deterministic=True)``)."""
+    return tuple(name for name, method in METHODS.items()
+                 if all(getattr(method, need) == value for need, value in needs.items()))
+
+
+def require_method(method: str, what: str, **needs: bool) -> None:
+    """Refuse ``method`` for ``what`` (e.g. ``"--include"``) unless it has the properties ``needs``."""
+    allowed = methods(**needs)
+    if method not in allowed:
+        raise DecodingError(f"{what} needs {' or '.join(allowed)} decoding, not {method}")
 
 
 class DecodingError(UserError, ValueError):
@@ -49,7 +80,7 @@ class DecodingSettings:
 
     def validate(self) -> "DecodingSettings":
         if self.method not in METHODS:
-            raise DecodingError(f"unknown decoding method {self.method!r}; choose greedy, beam or sample")
+            raise DecodingError(f"unknown decoding method {self.method!r}; choose {', '.join(METHODS)}")
         if self.guide not in GUIDES:
             raise DecodingError(f"unknown guide {self.guide!r}; choose {' or '.join(GUIDES)}")
         for name in ("beam_size", "num_captions", "max_length"):
@@ -69,20 +100,30 @@ class DecodingSettings:
             raise DecodingError(f"temperature must be positive, got {self.temperature}")
         if not 0.0 <= self.guide_threshold <= 1.0:
             raise DecodingError(f"guide_threshold must be in [0, 1], got {self.guide_threshold}")
-        if self.method == "greedy" and self.num_captions != 1:
-            raise DecodingError("greedy decoding gives one caption per image (num_captions 1); use beam or sample "
-                                "for more")
+        if self.guide != "none":
+            require_method(self.method, f"guide {self.guide}", constrained=True)
+        if self.num_captions != 1 and not METHODS[self.method].several:
+            raise DecodingError(f"{self.method} decoding gives one caption per image (num_captions 1); use "
+                                f"{' or '.join(methods(several=True))} for more")
         if self.method == "beam" and self.num_captions > self.beam_size:
             raise DecodingError(f"num_captions {self.num_captions} needs a beam size of at least "
                                 f"{self.num_captions}, got beam_size {self.beam_size}")
         return self
 
     def with_options(self, **options) -> "DecodingSettings":
-        """A copy with the given options changed; ``None`` values leave a setting as it is."""
+        """A copy with the given options changed; ``None`` values leave a setting as it is.
+
+        A guide that was not asked for applies only to the methods that take constraints: the
+        defaults' guide is dropped when the options choose sampling, while a guide asked for
+        together with sampling is an error."""
         unknown = set(options) - {f.name for f in fields(self)}
         if unknown:
             raise DecodingError(f"unknown decoding option(s) {', '.join(sorted(unknown))}")
-        return replace(self, **{k: v for k, v in options.items() if v is not None})
+        given = {k: v for k, v in options.items() if v is not None}
+        method = METHODS.get(given.get("method", self.method))
+        if "guide" not in given and method is not None and not method.constrained:
+            given["guide"] = "none"
+        return replace(self, **given)
 
     def to_dict(self) -> dict:
         return asdict(self)
