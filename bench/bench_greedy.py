@@ -8,8 +8,8 @@ written out below (image features as the first input, then embed -> LSTM step ->
 argmax, 16 steps), against :func:`captioner.decoding.greedy` on an :class:`LSTMDecoder` of
 the same sizes with ``max_length=15`` (15 words and the forced ``<end>``: 16 LSTM steps, plus
 the projection of the features to h0 and c0, log-probabilities and the banned words). The
-tutorial's loop runs ``nn.LSTM``; greedy runs :meth:`LSTMDecoder.step`, which on a CPU computes
-the LSTM cell from a word -> input-gate table (see :mod:`captioner.models.decoder`).
+tutorial's loop runs ``nn.LSTM``; greedy runs an ``LSTMStepper``, which on a CPU computes
+the LSTM cell from a word -> input-gate table (see :mod:`captioner.models.stepping`).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def row(batch: int, quick: bool) -> dict:
     t_tutorial, t_ours = compare(batch, repeats)
     notes = (f"{STEPS} LSTM steps on each side, same weights, CPU; medians of {repeats} alternating runs; "
              "the tutorial's nn.LSTM with its default kernel, greedy's step from the input-gate table "
-             "(captioner.models.decoder)")
+             "(captioner.models.stepping)")
     ratio = t_tutorial / t_ours
     return {
         "row": f"10. Greedy vs the pytorch-tutorial sampling loop, batch {batch}",
