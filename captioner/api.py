@@ -23,7 +23,8 @@ from .data.images import DEFAULT_MAX_PIXELS, ImageLoadError, to_rgb
 from .data.preprocess import preprocess
 from .data.vocab import Vocabulary
 from .decoding import DecodingSettings, decode, require_method
-from .decoding.constraints import MAX_CONSTRAINTS, Constraint, parse_alternatives
+from .decoding.constraints import MAX_CONSTRAINTS, MAX_LEVELS, Constraint, ConstraintAutomaton, parse_alternatives, \
+    word_constraints
 from .decoding.lexicon import Lexicon
 from .errors import ArgumentError
 from .guidance import Forced, ImageNetGuide, choose_proxies
@@ -160,12 +161,13 @@ class Captioner:
                 if special:
                     raise ArgumentError(f"--include {'|'.join(forced.words)!r}: {special[0]!r} is a special token "
                                         "of the vocabulary, not a word")
-        room = MAX_CONSTRAINTS - (MAX_FORCED if settings.guide == "imagenet" else 0)
+        room, levels = MAX_CONSTRAINTS, MAX_LEVELS
+        if settings.guide == "imagenet":  # room for the guide's words
+            room, levels = room - MAX_FORCED, levels - MAX_FORCED * self.imagenet_guide().longest_words
         if len(given) > room:
             raise ArgumentError(f"{len(given)} --include constraints; at most {room} fit beside the guide's "
                                 f"(a search meets at most {MAX_CONSTRAINTS} constraints together)")
-        if settings.guide == "imagenet":
-            self.imagenet_guide()
+        ConstraintAutomaton(word_constraints([f.words for f in given]), max_levels=levels)  # what it would cost
         return settings, given
 
     @property

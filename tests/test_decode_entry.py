@@ -137,3 +137,20 @@ def test_an_unmet_constraint_is_said_on_stderr(tiny_ckpt, examples_dir, capsys):
                  "--jsonl", "-"])
     out, err = capsys.readouterr()
     assert code == 0 and "note" not in err and "unmet" not in json.loads(out)["captions"][0]
+
+
+@pytest.mark.parametrize("include, message", [
+    ([" ".join(["red cat"] * 700)], "has a phrase of 1400 words; at most 8"),
+    (["a a b c d", "a b c d e", "b c d e f", "c d e f g", "d e f g h"], "cover 25 words together; at most"),
+])
+def test_includes_that_would_cost_too_much_are_refused_before_any_image_is_read(tiny, include, message):
+    with pytest.raises(UserError, match=message):
+        next(tiny.caption_files(["/nonexistent/photo.jpg"], include=include, guide="none"))
+
+
+@pytest.mark.parametrize("option, value", [("--beam-size", "100000"), ("--num-captions", "100000"),
+                                           ("--max-length", "100000")])
+def test_a_request_too_large_is_one_line(tiny_ckpt, examples_dir, capsys, option, value):
+    code = main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), option, value])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{option} must be at least 1 and at most" in err and len(err.strip().splitlines()) == 1

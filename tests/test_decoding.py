@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from captioner.decoding import beam_search, greedy, sample
-from captioner.decoding import Stepping
+from captioner.decoding import Constraint, Stepping
 from captioner.decoding.search import CUDA_CHECK_EVERY
 from captioner.models.stepping import LSTMStepper
 from helpers import DEVICES, END, START, MarkovStepper, markov_table, random_decoder, sequence_log_prob
@@ -399,3 +399,78 @@ def test_batched_constrained_search_equals_one_image_at_a_time(seed, device):
         assert [h.tokens for h in single] == [h.tokens for h in batched[i]]
     unconstrained = beam_search(LSTMStepper(decoder, features[1:2]), START, END, **options)
     assert [h.tokens for h in unconstrained[0]] == [h.tokens for h in batched[1]]
+
+
+# -- phrase matching and what a request may cost --------------------------------------------------------------------
+def meets(phrases, sequence) -> bool:
+    from captioner.decoding.constraints import ConstraintAutomaton
+
+    automaton = ConstraintAutomaton([Constraint(tuple(tuple(p) for p in phrases))])
+    state = 0
+    for token in sequence:
+        state = (automaton.next_state[state][automaton.tokens.index(token)] if token in automaton.tokens
+                 else automaton.reset[state])
+    return automaton.met[state] == 1
+
+
+def contains(sequence, phrase) -> bool:
+    return any(tuple(sequence[i:i + len(phrase)]) == tuple(phrase) for i in range(len(sequence)))
+
+
+def test_a_phrase_is_found_after_a_false_start():
+    assert meets([[A, A, B]], [A, A, A, B])
+    assert meets([[A, B, A, C]], [A, B, A, B, A, C])
+    assert meets([[A, B, C], [B, X]], [A, B, X])  # the other alternative, starting inside the first
+    assert not meets([[A, B]], [A, C, B]) and not meets([[A, A, B]], [A, B, A, B])
+
+
+@settings(max_examples=300, deadline=None)
+@given(phrases=st.lists(st.lists(st.integers(3, 5), min_size=1, max_size=4), min_size=1, max_size=3),
+       sequence=st.lists(st.integers(3, 6), max_size=10))
+def test_phrase_matching_agrees_with_a_substring_search(phrases, sequence):
+    assert meets(phrases, sequence) == any(contains(sequence, p) for p in phrases)
+
+
+def test_the_search_finds_a_caption_that_meets_a_phrase_after_a_false_start(stepping):
+    # a -> a 0.9 or b 0.1: "a a a b" has the best mean log-probability within 4 words, and contains "a a b"
+    table = markov_table({START: {A: 1.0}, A: {A: 0.9, B: 0.1}, B: {END: 1.0}}, vocab_size=9)
+    (h,) = constrained(table, [[[A, A, B]]], beam_size=8, max_length=4, length_penalty=1.0, stepping=stepping)
+    seq, lp = best_with(table, [[[A, A, B]]], max_length=4, length_penalty=1.0)
+    assert h.tokens == seq == (A, A, A, B) and h.unmet == 0 and h.log_prob == pytest.approx(lp, abs=1e-5)
+
+
+def test_phrase_tokens_are_candidates_only_as_constraint_tokens(stepping):
+    """A constraint's token proposed as an ordinary word too would give the same caption twice,
+    once wrongly counted as missing the constraint."""
+    hyps = constrained(WORDS, [[[Z]]], beam_size=5, num_return=5, length_penalty=0.0, stepping=stepping)
+    assert len({h.tokens for h in hyps}) == len(hyps)
+    for h in hyps:
+        assert (h.unmet == 0) == (Z in h.tokens), h
+
+
+def test_constraints_that_would_cost_too_much_are_refused():
+    from captioner.decoding.constraints import MAX_LEVELS, MAX_PHRASE_WORDS, ConstraintAutomaton
+    from captioner.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=f"a phrase of {MAX_PHRASE_WORDS + 1} words"):
+        ConstraintAutomaton([Constraint(((A,) * (MAX_PHRASE_WORDS + 1),))])
+    four = [Constraint(((A, B, C, X, Y, Z),), f"c{i}") for i in range(5)]
+    with pytest.raises(ArgumentError, match=f"cover 30 words together; at most {MAX_LEVELS}"):
+        ConstraintAutomaton(four)
+    # Three-word phrases of distinct words: a state is the set of constraints met and at most one
+    # partial match (one of the unmet constraints, one or two words in). With n constraints of p
+    # phrases each: sum over met sets S of 1 + 2p(n - |S|) = 2^n + 2p n 2^(n-1) states.
+    def distinct(n, p):
+        return [Constraint(tuple((100 * i + 10 * j, 100 * i + 10 * j + 1, 100 * i + 10 * j + 2) for j in range(p)),
+                           f"c{i}") for i in range(n)]
+
+    assert ConstraintAutomaton(distinct(4, 1)).size == 2 ** 4 + 2 * 4 * 2 ** 3 == 80
+    assert ConstraintAutomaton(distinct(8, 1)).size == 2 ** 8 + 2 * 8 * 2 ** 7 == 2304
+    with pytest.raises(ArgumentError, match="too many ways of being partly met"):
+        ConstraintAutomaton(distinct(8, 8))  # 2^8 + 16 * 8 * 2^7 = 16640 states
+    with pytest.raises(ArgumentError, match="too many ways of being partly met"):
+        ConstraintAutomaton(distinct(4, 2), max_states=80 + 4 * 2 ** 3 * 2 - 1)  # one short
+    assert ConstraintAutomaton(distinct(4, 2), max_states=80 + 4 * 2 ** 3 * 2).size == 144
+    # Runs of one word of lengths 1..6 share their partial matches: a state is the longest run so far
+    # M (the runs up to M are met) and the current run r <= M; with M = 6 all are met: 1 + ... + 6 + 1.
+    assert ConstraintAutomaton([Constraint(((A,) * n,)) for n in range(1, 7)]).size == 22

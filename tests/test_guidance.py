@@ -65,6 +65,27 @@ def test_two_unrelated_concepts_below_half_and_the_threshold():
         ImageNetGuide(stub_encoder()).choose(logits_for({})[None], 1.5)
 
 
+def test_the_surest_concept_wins_across_unrelated_branches():
+    """Depth decides only between a concept and its ancestors: the espresso at 0.60 beats a
+    deeper but less likely ladybug and shipwreck (0.15 each) at threshold 0.1, and at threshold
+    0 the image is not forced to whatever tiny class is deepest."""
+    spread = {"espresso": 0.60, "ladybug": 0.15, "wreck": 0.15}
+    assert chosen([spread], threshold=0.1)[0][0] == ("coffee", 0.6)
+    assert chosen([spread], threshold=0.0)[0][0] == ("coffee", 0.6)
+    first, second = chosen([{"espresso": 0.9}], threshold=0.0)[0]
+    assert first == ("coffee", 0.9) and second[1] < 1e-6  # anything else is a sum of 1e-9s
+    # within one branch the specific concept still wins over its surer ancestor
+    assert chosen([{"great grey owl": 0.7, "bald eagle": 0.2}], threshold=0.5) == [[("owl", 0.7)]]
+
+
+def test_a_concept_exactly_at_the_threshold_is_forced():
+    guide = ImageNetGuide(stub_encoder())
+    features = logits_for({"espresso": 0.6})[None]
+    mass = float(guide.probabilities(features) @ guide.membership[:, guide.concepts.index("coffee")])
+    assert [f.words[0] for f in guide.choose(features, mass)[0]] == ["coffee"]
+    assert guide.choose(features, math.nextafter(mass, 1.0))[0] == []
+
+
 def test_pictures_of_people_keep_the_decoder_caption():
     # a suit is evidence of a person: no "person" is invented, and the coffee is not forced either
     assert chosen([{"suit": 0.3, "espresso": 0.6}]) == [[]]

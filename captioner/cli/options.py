@@ -6,7 +6,7 @@ import argparse
 import re
 from dataclasses import fields
 
-from ..decoding.settings import DEFAULTS, GUIDES, METHODS, DecodingError, DecodingSettings
+from ..decoding.settings import DEFAULTS, GUIDES, MAX_BEAM_SIZE, METHODS, DecodingError, DecodingSettings
 from ..errors import ArgumentError
 
 _FLAGS = {f.name: "--" + f.name.replace("_", "-") for f in fields(DecodingSettings)}
@@ -78,5 +78,5 @@ def decoding_options(args, **extra) -> dict:
 def _compatible(name: str, value) -> dict:
     """Settings that make ``name=value`` checkable on its own (many captions need a wide beam)."""
     if name == "num_captions" and isinstance(value, int):
-        return {"method": "beam", "beam_size": max(value, 1)}
+        return {"method": "beam", "beam_size": min(max(value, 1), MAX_BEAM_SIZE)}
     return {}

@@ -4,9 +4,9 @@ A :class:`Constraint` is a disjunction: the caption meets it when it contains an
 its phrases (``cat|kitten|tabby``; a phrase is one or more token ids in a row). For the
 constrained beam search (:func:`captioner.decoding.search.beam_search`) the constraints of
 one image become a small finite-state machine (:class:`ConstraintAutomaton`): a state
-records, per constraint, either "met" or how far into one of its phrases the caption's
-last words are; only the tokens that occur in a phrase move it, any other token sends
-the unmet constraints back to their start. Its states are enumerated up front, so the
+records, per constraint, either "met" or the longest end of the caption that starts one of
+its phrases (an Aho-Corasick automaton per constraint, :class:`_Matcher`); a token that
+occurs in no phrase sends the unmet constraints back to their start. Its states are enumerated up front, so the
 search can follow them with table look-ups on the device.
 """
 
@@ -34,44 +34,66 @@ class Constraint:
             raise ArgumentError(f"constraint {self.label!r} has an empty phrase")
 
 
-class _Trie:
-    """The phrases of one constraint: node 0 is the start, ``MET`` (= -1) a finished phrase."""
+class _Matcher:
+    """The phrases of one constraint as an Aho-Corasick automaton over token ids.
+
+    A node is the longest suffix of the caption so far that is a proper prefix of a phrase
+    (node 0: none); ``MET`` (= -1) once a phrase has occurred. After a token that does not
+    extend the current prefix, the failure links fall back to the longest shorter suffix
+    that still starts a phrase, so "A A B" is found in "A A A B" and the alternative "B D"
+    of ``A B C|B D`` in "A B D".
+    """
 
     MET = -1
 
     def __init__(self, phrases: Sequence[Sequence[int]]):
         self.children: list[dict[int, int]] = [{}]
-        self.complete: list[set[int]] = [set()]  # tokens that finish a phrase from each node
         self.depth = [0]
-        self.length = max(len(p) for p in phrases)
+        self.ends: list[bool] = [False]  # a phrase ends at this node
         for phrase in phrases:
             node = 0
-            for token in phrase[:-1]:
+            for token in phrase:
                 if token not in self.children[node]:
                     self.children[node][token] = len(self.children)
                     self.children.append({})
-                    self.complete.append(set())
                     self.depth.append(self.depth[node] + 1)
+                    self.ends.append(False)
                 node = self.children[node][token]
-            self.complete[node].add(phrase[-1])
+            self.ends[node] = True
+        self.length = max(len(p) for p in phrases)
+        self.fail = [0] * len(self.children)
+        queue = list(self.children[0].values())
+        for node in queue:  # breadth first: a node's failure is known before its children's
+            for token, child in self.children[node].items():
+                fallback = self.fail[node]
+                while fallback and token not in self.children[fallback]:
+                    fallback = self.fail[fallback]
+                target = self.children[fallback].get(token, 0)
+                self.fail[child] = target if target != child else 0
+                self.ends[child] = self.ends[child] or self.ends[self.fail[child]]
+                queue.append(child)
 
     def progress(self, node: int) -> int:
         """Tokens of the constraint covered: the depth into a phrase, or the longest phrase's
         length once met (so every way of meeting it counts the same)."""
         return self.length if node == self.MET else self.depth[node]
 
-    def step(self, node: int, token: int) -> int:
+    def step(self, node: int, token: int | None) -> int:
+        """The node after ``token`` (None: a token in no phrase)."""
         if node == self.MET:
             return self.MET
-        for start in (node, 0) if node else (0,):
-            if token in self.complete[start]:
-                return self.MET
-            if token in self.children[start]:
-                return self.children[start][token]
-        return 0
+        if token is None:
+            return 0
+        while node and token not in self.children[node]:
+            node = self.fail[node]
+        node = self.children[node].get(token, 0)
+        return self.MET if self.ends[node] else node
 
 
-MAX_CONSTRAINTS = 8  # per image: the joint states grow as 2 ** constraints
+MAX_CONSTRAINTS = 8  # per image
+MAX_PHRASE_WORDS = 8  # per alternative: a caption has 20 words by default
+MAX_LEVELS = 24  # constraint tokens covered when all are met: the grid search's groups, less one
+MAX_STATES = 4096  # joint automaton states per image
 
 
 class ConstraintAutomaton:
@@ -83,15 +105,15 @@ class ConstraintAutomaton:
     ``level[s]``: how many constraint tokens it has covered (the grid search's group, as in
     Hokamp and Liu's grid beam search: a phrase's first word already moves a hypothesis up,
     so partial phrases are not crowded out of the beam); ``top`` is the level of meeting
-    all constraints. State 0 is the start.
+    all constraints. State 0 is the start. Constraints that would cost too much (more than
+    ``max_levels`` tokens to cover, ``max_states`` states, a phrase over MAX_PHRASE_WORDS
+    words, over MAX_CONSTRAINTS constraints) are refused with an :class:`ArgumentError`.
     """
 
-    def __init__(self, constraints: Sequence[Constraint]):
-        if len(constraints) > MAX_CONSTRAINTS:
-            raise ArgumentError(f"{len(constraints)} word constraints for one image; at most {MAX_CONSTRAINTS} "
-                                "can be searched for together")
+    def __init__(self, constraints: Sequence[Constraint], max_levels: int = MAX_LEVELS, max_states: int = MAX_STATES):
+        _check_size(constraints, max_levels)
         self.constraints = list(constraints)
-        tries = [_Trie(c.phrases) for c in self.constraints]
+        tries = [_Matcher(c.phrases) for c in self.constraints]
         self.tokens = sorted({t for c in self.constraints for p in c.phrases for t in p})
         start = tuple(0 for _ in tries)
         index = {start: 0}
@@ -104,21 +126,53 @@ class ConstraintAutomaton:
             position += 1
             row = []
             for token in [*self.tokens, None]:
-                after = tuple(t.MET if s == t.MET else (t.step(s, token) if token is not None else 0)
-                              for t, s in zip(tries, state))
+                after = tuple(t.step(s, token) for t, s in zip(tries, state))
+                if after not in index and len(states) == max_states:
+                    raise ArgumentError(f"the constraints {_labels(constraints)} have too many ways of being partly "
+                                        f"met to search for together (over {max_states}); give fewer or shorter ones")
                 if after not in index:
                     index[after] = len(states)
                     states.append(after)
                 row.append(index[after])
             self.next_state.append(row[:-1])
             self.reset.append(row[-1])
-        self.met = [sum(s == _Trie.MET for s in state) for state in states]
+        self.met = [sum(s == _Matcher.MET for s in state) for state in states]
         self.level = [sum(t.progress(s) for t, s in zip(tries, state)) for state in states]
         self.top = sum(t.length for t in tries)
 
     @property
     def size(self) -> int:
         return len(self.met)
+
+
+def _labels(constraints: Sequence[Constraint]) -> str:
+    text = ", ".join(repr(c.label) for c in constraints if c.label)
+    return text[:200] + ("..." if len(text) > 200 else "") if text else f"({len(constraints)})"
+
+
+def _check_size(constraints: Sequence[Constraint], max_levels: int) -> None:
+    """Refuse constraints whose search would cost too much (a phrase too long, too many tokens
+    to cover, too many constraints), before anything is built."""
+    if len(constraints) > MAX_CONSTRAINTS:
+        raise ArgumentError(f"{len(constraints)} word constraints for one image; at most {MAX_CONSTRAINTS} "
+                            "can be searched for together")
+    for constraint in constraints:
+        longest = max(len(p) for p in constraint.phrases)
+        if longest > MAX_PHRASE_WORDS:
+            raise ArgumentError(f"constraint {_labels([constraint])} has a phrase of {longest} words; at most "
+                                f"{MAX_PHRASE_WORDS} words fit in one")
+    levels = sum(max(len(p) for p in c.phrases) for c in constraints)
+    if levels > max_levels:
+        raise ArgumentError(f"the constraints {_labels(constraints)} cover {levels} words together; at most "
+                            f"{max_levels} fit in one search")
+
+
+def word_constraints(alternatives: Sequence[Sequence[str]]) -> list[Constraint]:
+    """Constraints over words (each alternative split into words, each word its own id), to check
+    what a search for them would cost before any token id exists."""
+    ids: dict[str, int] = {}
+    return [Constraint(tuple(tuple(ids.setdefault(w, len(ids)) for w in phrase.split()) for phrase in group),
+                       "|".join(group)) for group in alternatives]
 
 
 @dataclass

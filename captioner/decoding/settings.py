@@ -34,6 +34,11 @@ METHODS = {m.name: m for m in (
     Method("sample", constrained=False, several=True, deterministic=False),
 )}
 GUIDES = ("none", "imagenet")
+# What one request may ask for: the search's memory grows with the beam (and the captions
+# sampled) times the vocabulary, its time with the words.
+MAX_BEAM_SIZE = 50
+MAX_CAPTIONS = 50
+MAX_LENGTH = 100
 
 
 def methods(**needs: bool) -> tuple[str, ...]:
@@ -83,10 +88,10 @@ class DecodingSettings:
             raise DecodingError(f"unknown decoding method {self.method!r}; choose {', '.join(METHODS)}")
         if self.guide not in GUIDES:
             raise DecodingError(f"unknown guide {self.guide!r}; choose {' or '.join(GUIDES)}")
-        for name in ("beam_size", "num_captions", "max_length"):
+        for name, most in (("beam_size", MAX_BEAM_SIZE), ("num_captions", MAX_CAPTIONS), ("max_length", MAX_LENGTH)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DecodingError(f"{name} must be at least 1 (a whole number), got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+                raise DecodingError(f"{name} must be at least 1 and at most {most} (a whole number), got {value!r}")
         if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
                                        or self.top_k < 1):
             raise DecodingError(f"top_k must be at least 1, got {self.top_k!r}")

@@ -4,11 +4,13 @@ et al., EMNLP 2017, with the classifier as the image tagger).
 
 For each image, the classifier's probabilities are summed per concept of
 :mod:`captioner.guidance.names` (all classes that are a cat count for "cat") and up the
-concept tree (a concept's mass includes the concepts below it). The most specific
-non-generic concept whose mass reaches the threshold is forced, so the caption is never
-more specific than the classifier is sure of: when its top classes disagree below a shared
-parent, the parent ("bird", "dog") is what reaches the threshold. A second concept is
-forced only when it also reaches the threshold and is neither above nor below the first.
+concept tree (a concept's mass includes the concepts below it). Of the non-generic concepts
+whose mass reaches the threshold, those with no such concept below them are the candidates
+(so the caption is never more specific than the classifier is sure of: when its top
+classes disagree below a shared parent, the parent, "bird" or "dog", is what reaches the
+threshold), and the surest candidate is forced; a second one is forced too when it also
+reaches the threshold. Depth decides only between a concept and its own ancestors: across
+unrelated branches the larger probability wins.
 ImageNet has no class for people: when the classes that show people or what they wear
 carry at least :data:`PERSON_SHARE` of the probability, nothing is forced and the decoder
 writes its own caption.
@@ -83,7 +85,9 @@ class ImageNetGuide:
         person[list(self.names.person_classes)] = 1.0
         self.membership = membership
         self.person = person
-        self.depth = [len(self.names.ancestors(name)) for name in self.concepts]
+        # each concept's ancestors (without itself), as columns
+        self.above = [{column[a] for a in self.names.ancestors(name)[1:]} for name in self.concepts]
+        self.longest_words = max(len(w.split()) for c in self.concepts for w in self.names.concepts[c].words)
 
     @torch.no_grad()
     def probabilities(self, features: torch.Tensor) -> torch.Tensor:
@@ -102,21 +106,16 @@ class ImageNetGuide:
             if people >= PERSON_SHARE:
                 chosen.append([])
                 continue
-            candidates = [i for i, m in enumerate(masses)
-                          if m >= threshold and m > 0 and not self.names.concepts[self.concepts[i]].generic]
-            candidates.sort(key=lambda i: (-self.depth[i], -masses[i]))
-            picked: list[int] = []
-            for i in candidates:
-                if len(picked) == MAX_FORCED:
-                    break
-                if all(not self._related(i, j) for j in picked):
-                    picked.append(i)
-            chosen.append([self._forced(i, masses[i], probabilities[row]) for i in picked])
+            chosen.append([self._forced(i, masses[i], probabilities[row]) for i in self._pick(masses, threshold)])
         return chosen
 
-    def _related(self, a: int, b: int) -> bool:
-        first, second = self.concepts[a], self.concepts[b]
-        return first in self.names.ancestors(second) or second in self.names.ancestors(first)
+    def _pick(self, masses: list[float], threshold: float) -> list[int]:
+        """The surest of the most specific concepts that reach ``threshold`` (at most MAX_FORCED,
+        none an ancestor of another)."""
+        reached = [i for i, m in enumerate(masses)
+                   if m >= threshold and m > 0 and not self.names.concepts[self.concepts[i]].generic]
+        covered = set().union(*(self.above[i] for i in reached))  # have a reached concept below them
+        return sorted((i for i in reached if i not in covered), key=lambda i: (-masses[i], i))[:MAX_FORCED]
 
     def _forced(self, column: int, mass: float, probabilities: torch.Tensor) -> Forced:
         concept = self.names.concepts[self.concepts[column]]
