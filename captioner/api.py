@@ -21,7 +21,7 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .data.batches import image_batches
 from .data.images import DEFAULT_MAX_PIXELS, ImageLoadError, to_rgb
 from .data.preprocess import preprocess
-from .data.vocab import Vocabulary
+from .data.vocab import Vocabulary, tokenize
 from .decoding import DecodingSettings, decode, require_method
 from .decoding.constraints import MAX_CONSTRAINTS, MAX_LEVELS, Constraint, ConstraintAutomaton, parse_alternatives, \
     word_constraints
@@ -217,8 +217,7 @@ class Captioner:
         constraints = None
         if any(forced):
             lexicon = self.lexicon([w for image in forced for f in image for w in f.words])
-            constraints = [[Constraint(tuple(lexicon.phrase_ids(w) for w in f.words), "|".join(f.words))
-                            for f in image] for image in forced]
+            constraints = [[_constraint(lexicon, f) for f in image] for image in forced]
         else:  # nothing forced: the plain vocabulary, so added words cannot appear
             lexicon = Lexicon(self.vocab)
         stepper = lexicon.wrap(LSTMStepper(self.model.decoder, features))
@@ -245,13 +244,7 @@ class Captioner:
         such). Unreadable files raise :class:`captioner.data.images.ImageLoadError`; use
         :meth:`caption_files` to collect such errors instead.
         """
-        if isinstance(images, (str, os.PathLike, Image.Image)) or (
-            isinstance(images, torch.Tensor) and images.ndim == 3
-        ):
-            images = [images]
-        if isinstance(images, torch.Tensor):
-            images = list(images)
-        images = list(images)
+        images = _image_list(images)
         include = _constraints(include)
         if all(isinstance(x, (str, os.PathLike)) for x in images):
             results = list(self.caption_files([str(x) for x in images], batch_size=batch_size, include=include,
@@ -269,6 +262,46 @@ class Captioner:
                 result.source = _describe(chunk[offset], start + offset)
                 results.append(result)
         return results
+
+    @torch.no_grad()
+    def score(self, images, captions: str | Sequence[str], batch_size: int = 16) -> list[float]:
+        """The log-probability of each caption given its image (one caption per image; images as
+        :meth:`caption` takes them), by teacher forcing: the sum of log p(word | image, the words
+        before) over the caption's words and the final ``<end>``, what :attr:`Caption.log_prob`
+        reports for a decoded caption. For re-ranking captions, or checking one. A word outside
+        the vocabulary reads as its proxy when a constraint named it before or it names a concept
+        (:mod:`captioner.guidance.proxies`), else as ``<unk>``."""
+        images = _image_list(images)
+        captions = [captions] if isinstance(captions, str) else list(captions)
+        if len(captions) != len(images):
+            raise ArgumentError(f"{len(captions)} captions for {len(images)} images; give one caption per image")
+        lexicon = self.lexicon(_concept_words(captions, self.vocab))
+        rows = [[self.vocab.start_id, *lexicon.encode_text(c), self.vocab.end_id] for c in captions]
+        scores = []
+        for start, features in self._features(images, batch_size):
+            chunk = rows[start:start + len(features)]
+            width = max(len(r) for r in chunk)
+            ids = torch.tensor([r + [self.vocab.pad_id] * (width - len(r)) for r in chunk], device=self.device)
+            lengths = torch.tensor([len(r) for r in chunk])
+            fed = lexicon.fed_ids(ids)
+            log_probs = self.model.decoder(features, fed, lengths).float().log_softmax(-1)
+            taken = log_probs.gather(2, fed[:, 1:, None]).squeeze(2)
+            valid = torch.arange(width - 1)[None, :] < (lengths - 1)[:, None]
+            scores.extend(taken.masked_fill(~valid.to(taken.device), 0.0).sum(1).tolist())
+        return scores
+
+    def _features(self, images: list, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first index, encoder features) per batch of ``images``; an unreadable file raises."""
+        if all(isinstance(x, (str, os.PathLike)) for x in images):
+            paths = [str(x) for x in images]
+            for batch in image_batches(paths, self.preprocessing, batch_size, 0, DEFAULT_MAX_PIXELS, self.device):
+                if batch.errors:
+                    index, message = batch.errors[0]
+                    raise ImageLoadError(paths[index], message.split(": ", 1)[-1])
+                yield batch.indices[0], self.encode(batch.pixels)
+            return
+        for start in range(0, len(images), batch_size):
+            yield start, self.encode(torch.stack([self._pixels(x) for x in images[start:start + batch_size]]))
 
     def _pixels(self, image) -> torch.Tensor:
         if isinstance(image, (str, os.PathLike)):
@@ -297,6 +330,34 @@ class Captioner:
                     results[i] = result
             for i in sorted(results):
                 yield results[i]
+
+
+def _constraint(lexicon: Lexicon, forced: Forced) -> Constraint:
+    """The constraint of ``forced``: any one of its phrases. A phrase that reads exactly as another
+    of them (an added word whose proxy is the known word: "kitty" read as "cat") is left out, so
+    the word the caption shows is the word that was scored."""
+    phrases: dict[tuple[int, ...], tuple[int, ...]] = {}
+    for word in forced.words:
+        ids = lexicon.phrase_ids(word)
+        fed = tuple(lexicon.fed_ids(torch.tensor(ids)).tolist())
+        if fed not in phrases or (phrases[fed] != fed and ids == fed):
+            phrases[fed] = ids
+    return Constraint(tuple(phrases.values()), "|".join(forced.words))
+
+
+def _image_list(images) -> list:
+    """One image (a path, a PIL image, a (3, H, W) tensor) or many, as a list."""
+    if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, torch.Tensor) and images.ndim == 3):
+        return [images]
+    return list(images)
+
+
+def _concept_words(captions: Sequence[str], vocab: Vocabulary) -> list[str]:
+    """The words of ``captions`` outside ``vocab`` that name a concept (they read as their proxies)."""
+    from .guidance import load_imagenet_names
+
+    names = load_imagenet_names()
+    return [w for c in captions for w in tokenize(c) if w not in vocab and names.concept_of_word(w) is not None]
 
 
 def _constraints(include: Iterable[str] | str) -> tuple[str, ...]:

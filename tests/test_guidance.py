@@ -10,7 +10,8 @@ from torch import nn
 
 from captioner.decoding import Constraint, beam_search
 from captioner.decoding.constraints import parse_alternatives
-from captioner.decoding.lexicon import Lexicon, indefinite_article
+from captioner.decoding.articles import indefinite_article
+from captioner.decoding.lexicon import Lexicon
 from captioner.data.vocab import Vocabulary
 from captioner.errors import ArgumentError
 from captioner.guidance import GuidanceError, ImageNetGuide, choose_proxies, load_imagenet_names

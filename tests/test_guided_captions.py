@@ -10,6 +10,7 @@ from captioner import Captioner
 from captioner.checkpoint import make_checkpoint, save_checkpoint
 from captioner.cli import main
 from captioner.data.vocab import Vocabulary
+from captioner.decoding.articles import indefinite_article
 from captioner.models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
 from helpers import CAPTIONS, DEVICES
 
@@ -29,9 +30,13 @@ def test_included_words_appear_in_every_caption_also_words_the_model_never_saw(t
                 assert set(constraint.split("|")) & set(words), (include, result.text)
             assert [f.source for f in result.forced] == ["include"] * len(include)
             assert result.captions[0].unmet == 0
-    # the new word is written with the right article
-    (result,) = tiny.caption(paths[0], include=["elephant"], guide="none", beam_size=3)
-    assert "a elephant" not in result.text
+    # the new word is written with the right article, wherever an article stands before a word
+    for word in ("elephant", "owl", "umbrella", "kangaroo"):
+        (result,) = tiny.caption(paths[0], include=[word], guide="none", beam_size=3)
+        words = result.text.split()
+        assert word in words
+        assert all(article == indefinite_article(after) for article, after in zip(words, words[1:])
+                   if article in ("a", "an") and after[:1].isalpha()), result.text
 
 
 def test_guided_and_include_go_through_the_cli_json(tmp_path, tiny_ckpt, examples_dir, capsys):

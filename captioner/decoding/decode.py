@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from ..models.stepping import LSTMStepper
+from .articles import agree_articles
 from .beam import beam_search
 from .constraints import Constraint
 from .search import Hypothesis, Stepper, Stepping, greedy, sample
@@ -29,10 +30,12 @@ def decode(stepper: Stepper, vocab, settings: DecodingSettings,
     it added, which only constraints may place. ``constraints[b]``: words image b's captions
     must contain; they run a constrained beam search (with beam size 1 when the method is
     greedy). ``generator`` seeds sampling; ``stepping``: how greedy and beam search step
-    (default: the device's way).
+    (default: the device's way). "a" and "an" agree with the next word
+    (:mod:`captioner.decoding.articles`).
     """
     common = dict(start_id=vocab.start_id, end_id=vocab.end_id, max_length=settings.max_length,
                   banned=vocab.never_generated)
+    stepper = agree_articles(stepper, vocab)
     constrained = constraints is not None and any(constraints)
     if constrained:
         require_method(settings.method, "word constraints", constrained=True)

@@ -18,21 +18,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..data.vocab import Vocabulary, detokenize, tokenize
+from .articles import indefinite_article
 from ..errors import ArgumentError
-
-VOWEL_SOUND_EXCEPTIONS = ("uni", "use", "usu", "euro", "one", "once")  # "a unicorn", "a European"
-SILENT_H = ("hour", "honest", "honour", "honor", "heir")  # "an hour"
-
-
-def indefinite_article(word: str) -> str:
-    """"a" or "an" before ``word``, by its first letters (good enough for nouns)."""
-    word = word.lower()
-    if word.startswith(SILENT_H):
-        return "an"
-    if word.startswith(VOWEL_SOUND_EXCEPTIONS):
-        return "a"
-    return "an" if word[:1] in "aeiou" else "a"
-
 
 class Lexicon:
     """A :class:`Vocabulary` plus extra words, each decoded as a copy of a known word.
@@ -86,14 +73,53 @@ class Lexicon:
         return self.vocab.decode(ids, self.extra_words)
 
     def to_text(self, ids: Sequence[int]) -> str:
-        """The caption of ``ids``, with "a"/"an" made to agree with the extra words that follow them
-        (the proxy chose the article for itself)."""
+        """The caption of ``ids``. An extra word is decoded as its proxy, so the "a" or "an" before
+        it agrees with the proxy (:mod:`captioner.decoding.articles`); the text gives it the
+        article of the extra word itself, and :meth:`encode_text` reads it back as the proxy's."""
         words = self.words(ids)
         extra = set(self.extra_words)
         for i in range(len(words) - 1):
             if words[i] in ("a", "an") and words[i + 1] in extra:
                 words[i] = indefinite_article(words[i + 1])
         return detokenize(words)
+
+    @property
+    def fed_words(self) -> list[str]:
+        """Every id's word as the network reads it: an extra word as its proxy."""
+        return [*self.vocab.itos, *(self.vocab.itos[p] for p in self.proxies)]
+
+    @property
+    def itos(self) -> list[str]:
+        """Every word by id: the vocabulary's, then the extra words."""
+        return [*self.vocab.itos, *self.extra_words]
+
+    @property
+    def stoi(self) -> dict[str, int]:
+        return {**self.vocab.stoi, **self.ids}
+
+    def encode_text(self, caption: str) -> list[int]:
+        """The ids of a caption's words, as :meth:`to_text` writes them: an extra word (one or more
+        words) as its own id, a vocabulary word as itself, anything else as ``<unk>``; "a" or
+        "an" before an extra word as its proxy's article."""
+        tokens, ids, words, i = tokenize(caption), [], [], 0
+        longest = max((len(w.split()) for w in self.extra_words), default=1)
+        while i < len(tokens):
+            for n in range(min(longest, len(tokens) - i), 0, -1):
+                phrase = " ".join(tokens[i:i + n])
+                if phrase in self.ids and (n > 1 or phrase not in self.vocab):
+                    ids.append(self.ids[phrase])
+                    break
+            else:
+                n, phrase = 1, tokens[i]
+                ids.append(self.vocab.stoi.get(phrase, self.unk_id))
+            words.append(phrase)
+            i += n
+        first_extra = len(self.vocab)
+        for i in range(len(ids) - 1):
+            if words[i] in ("a", "an") and ids[i + 1] >= first_extra:
+                article = indefinite_article(self.vocab.itos[self.proxies[ids[i + 1] - first_extra]])
+                ids[i] = self.vocab.stoi.get(article, ids[i])
+        return ids
 
     def wrap(self, stepper):
         """``stepper`` (:class:`captioner.decoding.search.Stepper`) over this lexicon: itself when

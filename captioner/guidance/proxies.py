@@ -5,11 +5,13 @@ ImageNet class, and rows of classes that look alike point the same way. So, in o
 
 1. a phrase whose last word is known stands in as that word ("polar bear" -> "bear"):
    the head noun fixes how the caption goes on;
-2. a word that names a concept of :mod:`captioner.guidance.names` stands in as the known
-   concept whose classifier rows (their mean, normalised) are most similar to its own
-   ("kangaroo" -> the known animal that looks most like a wallaby), in the plural when the
-   word is a plural;
-3. anything else (no classifier head, a word ImageNet has no class for) stands in as the
+2. a word that names a concept of :mod:`captioner.guidance.names` stands in as a known word
+   of that same concept ("kitty" -> "cat", "aeroplane" -> "airplane"), in the plural when
+   the word is a plural: never as another concept's word;
+3. a concept the vocabulary has no word for stands in as the known concept whose classifier
+   rows (their mean, normalised) are most similar to its own ("kangaroo" -> the known
+   animal that looks most like a wallaby);
+4. anything else (no classifier head, a word ImageNet has no class for) stands in as the
    most frequent known concept name of the vocabulary (its lowest id, as vocabularies are
    ordered by frequency).
 """
@@ -42,6 +44,10 @@ def choose_proxies(words: Iterable[str], vocab: Vocabulary, encoder=None,
             proxies[word] = vocab.stoi[tokens[-1]]
             continue
         concept = names.concept_of_word(word)
+        own = _own_word(word, concept, vocab) if concept is not None else None
+        if own is not None:
+            proxies[word] = vocab.stoi[own]
+            continue
         if concept is not None and known and encoder is not None and has_imagenet_head(encoder):
             if similarity is None:
                 similarity = _ConceptSimilarity(encoder, names)
@@ -54,6 +60,13 @@ def choose_proxies(words: Iterable[str], vocab: Vocabulary, encoder=None,
         fallback = min((vocab.stoi[c.name] for c in known), default=None)
         proxies[word] = fallback if fallback is not None else _first_word(vocab)
     return proxies
+
+
+def _own_word(word: str, concept, vocab: Vocabulary) -> str | None:
+    """A vocabulary word of ``word``'s own concept: the plural for a plural, else its name, then
+    its synonyms."""
+    forms = (concept.plural,) if word == concept.plural and concept.plural != concept.name else concept.words
+    return next((form for form in forms if form in vocab), None)
 
 
 def _first_word(vocab: Vocabulary) -> int:
