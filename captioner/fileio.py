@@ -10,6 +10,7 @@ in one line; :func:`check_writable` finds most of those problems before the work
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -163,10 +164,16 @@ class AtomicLineWriter:
             raise
 
     def discard(self) -> None:
-        """Forget the lines written: ``path`` keeps its old content (or stays absent)."""
-        self.handle.close()
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        """Forget the lines written: ``path`` keeps its old content (or stays absent).
+
+        Closing flushes what is buffered, which fails again on a full disk; the file is
+        closed all the same, and the temporary file removed."""
+        try:
+            with contextlib.suppress(OSError):
+                self.handle.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
 
     def __enter__(self) -> "AtomicLineWriter":
         return self

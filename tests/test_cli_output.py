@@ -12,7 +12,7 @@ import pytest
 import captioner.fileio as fileio
 from captioner.api import Captioner
 from captioner.cli import main
-from helpers import pretend_read_only
+from helpers import on_a_full_disk, pretend_read_only
 
 
 def leftovers(folder):
@@ -118,6 +118,20 @@ def test_a_full_disk_while_writing_jsonl_is_one_line_and_keeps_the_old_file(tmp_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(fileio.os, "fsync", full)
+    code = main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), "--jsonl", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"captioner caption: error: cannot write {out}: disk full (no space left on device)\n"
+    assert out.read_text() == "old\n" and leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_disk_full_before_the_jsonl_lines_reach_it_is_one_line_and_leaves_nothing(tmp_path, tiny_ckpt,
+                                                                                    examples_dir, capsys,
+                                                                                    monkeypatch):
+    """The lines are still buffered when the file is closed: both the close and the discard fail."""
+    out = tmp_path / "captions.jsonl"
+    out.write_text("old\n")
+    on_a_full_disk(monkeypatch)
     code = main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), "--jsonl", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and err == f"captioner caption: error: cannot write {out}: disk full (no space left on device)\n"

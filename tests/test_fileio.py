@@ -11,7 +11,7 @@ import torch
 import captioner.fileio as fileio
 from captioner.checkpoint import atomic_torch_save
 from captioner.fileio import AtomicLineWriter, OutputError, check_writable
-from helpers import pretend_read_only
+from helpers import on_a_full_disk, pretend_read_only
 
 
 def leftovers(folder):
@@ -64,6 +64,22 @@ def test_line_writer_publishes_only_on_normal_exit(tmp_path):
     with AtomicLineWriter(path) as writer:
         writer.write("new")
     assert path.read_text() == "new\n" and leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("lines", [1, 1000])  # the disk is found full when closing, or by a write's flush
+def test_a_full_disk_under_the_line_writer_is_one_error_and_leaves_nothing(tmp_path, monkeypatch, lines):
+    """Discarding flushes the buffered lines once more; that second failure must not hide the
+    first error nor keep the temporary file."""
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+    on_a_full_disk(monkeypatch)
+    with pytest.raises(OutputError) as info:
+        with AtomicLineWriter(path) as writer:
+            for _ in range(lines):
+                writer.write("x" * 40)
+    assert str(info.value) == f"cannot write {path}: disk full (no space left on device)"
+    assert path.read_text() == "old\n" and leftovers(tmp_path) == []
 
 
 def test_line_writer_onto_a_folder_leaves_no_temporary_file(tmp_path):
