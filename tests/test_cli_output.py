@@ -138,6 +138,24 @@ def test_a_disk_full_before_the_jsonl_lines_reach_it_is_one_line_and_leaves_noth
     assert out.read_text() == "old\n" and leftovers(tmp_path) == []
 
 
+def test_outputs_with_a_long_legal_name_are_written(tmp_path, tiny_ckpt, examples_dir, capsys):
+    """250 characters is a legal name; the temporary file beside it must be one too."""
+    jsonl, exported = tmp_path / ("j" * 244 + ".jsonl"), tmp_path / ("e" * 247 + ".pt")
+    assert main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), "--jsonl", str(jsonl)]) == 0
+    assert main(["checkpoint", "export", str(tiny_ckpt), str(exported)]) == 0
+    assert jsonl.read_text().count("\n") == 1 and exported.stat().st_size > 0 and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", [["caption", "CAT", "--checkpoint", "CKPT", "--jsonl"],
+                                     ["checkpoint", "export", "CKPT"]])
+def test_an_output_name_too_long_for_the_file_system_is_one_line(tmp_path, tiny_ckpt, examples_dir, capsys, command):
+    out = tmp_path / ("x" * 300)
+    args = [{"CAT": str(examples_dir / "cat.jpg"), "CKPT": str(tiny_ckpt)}.get(a, a) for a in command]
+    err = one_line_error(capsys, main([*args, str(out)]))
+    assert err.startswith(f"captioner {command[0]}: error: cannot write {out}: ") and "choose a shorter one" in err
+    assert leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize("command", [["classify"], ["caption"]])
 def test_attack_out_that_cannot_be_written_is_one_line(tmp_path, examples_dir, capsys, monkeypatch, command):
     (tmp_path / "file").write_text("x")

@@ -10,7 +10,7 @@ import torch
 
 import captioner.fileio as fileio
 from captioner.checkpoint import atomic_torch_save
-from captioner.fileio import AtomicLineWriter, OutputError, check_writable
+from captioner.fileio import AtomicLineWriter, OutputError, check_writable, write_json_atomic, write_text_atomic
 from helpers import on_a_full_disk, pretend_read_only
 
 
@@ -80,6 +80,29 @@ def test_a_full_disk_under_the_line_writer_is_one_error_and_leaves_nothing(tmp_p
                 writer.write("x" * 40)
     assert str(info.value) == f"cannot write {path}: disk full (no space left on device)"
     assert path.read_text() == "old\n" and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["n" * 245 + ".json", "\u00e9" * 122 + ".json"])  # 250 and 249 bytes
+def test_a_long_legal_name_gets_a_temporary_name_that_fits(tmp_path, name):
+    """The temporary name (hidden, with a random part and .tmp) is cut to the file system's limit."""
+    write_json_atomic(tmp_path / name, {"a": 1})
+    with AtomicLineWriter(tmp_path / (name + "l")) as writer:
+        writer.write("line")
+    assert (tmp_path / name).read_text() == '{"a": 1}' and (tmp_path / (name + "l")).read_text() == "line\n"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_name_longer_than_the_file_system_allows_is_one_error_naming_it(tmp_path):
+    path = tmp_path / ("x" * 300)
+    for check in (check_writable, lambda p: check_writable(p / "out.json"), lambda p: write_text_atomic(p, "x")):
+        with pytest.raises(OutputError, match=f"^cannot write {path}.*: (a name of 300 bytes is longer than the 255 "
+                                              "its file system allows|the name is too long for the file system); "
+                                              "choose a shorter one$"):
+            check(path)
+    deeper = tmp_path / "new" / ("y" * 300) / "out.json"
+    with pytest.raises(OutputError, match="a name of 300 bytes is longer than the 255"):
+        check_writable(deeper)
+    assert leftovers(tmp_path) == [] and [p.name for p in tmp_path.iterdir()] == []
 
 
 def test_line_writer_onto_a_folder_leaves_no_temporary_file(tmp_path):
