@@ -5,7 +5,11 @@ from __future__ import annotations
 import errno
 import io
 import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +54,31 @@ def test_an_interrupted_run_leaves_the_jsonl_file_as_it_was(tmp_path, tiny_ckpt,
     if code is not None:
         assert main(args) == code
         assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_sigterm_while_captioning_leaves_the_jsonl_file_as_it_was(tmp_path, tiny_ckpt, examples_dir):
+    """A real `kill`: the process ends with one line and code 143, and removes its temporary file."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for n in range(400):  # far more than can be captioned before the signal comes
+        (images / f"{n:03d}.jpg").symlink_to(examples_dir / "cat.jpg")
+    out = tmp_path / "captions.jsonl"
+    out.write_text("the previous run\n")
+    run = subprocess.Popen([sys.executable, "-m", "captioner", "caption", str(images), "--checkpoint", str(tiny_ckpt),
+                            "--batch-size", "1", "--workers", "0", "--quiet", "--jsonl", str(out)],
+                           cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not leftovers(tmp_path) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert leftovers(tmp_path), "the temporary file never appeared"
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 143 and err == "captioner: terminated\n", err
+    assert out.read_text() == "the previous run\n" and leftovers(tmp_path) == []
 
 
 class ClosedPipe(io.StringIO):
