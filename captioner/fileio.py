@@ -4,12 +4,14 @@ The data goes to a temporary file in the target's folder, is flushed to disk, an
 renamed over the target (``os.replace`` is atomic on POSIX and Windows).
 
 A write that fails because of the disk or the file system (full, read-only, no
-permission) is a :class:`OutputError` naming the path, so the command line reports it
-in one line; :func:`check_writable` finds most of those problems before the work starts.
+permission, a name too long) is a :class:`OutputError` naming the path, so the command
+line reports it in one line; :func:`check_writable` finds most of those problems before
+the work starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -30,6 +32,7 @@ _WRITE_PROBLEMS = {
     errno.EPERM: "permission denied",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.EISDIR: "it is a folder; give a file name",
+    errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter one",
 }
 
 
@@ -38,7 +41,7 @@ class OutputError(UserError):
 
 
 def _write_problem(error: BaseException) -> OSError | None:
-    """The OSError with a user-fixable errno in ``error`` or what it was raised from.
+    """The file system's OSError (one with an errno) in ``error`` or what it was raised from.
 
     ``torch.save`` turns a failed write into a RuntimeError whose ``__context__`` holds
     the OSError, hence the walk along the chain.
@@ -46,15 +49,20 @@ def _write_problem(error: BaseException) -> OSError | None:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in _WRITE_PROBLEMS:
+        if isinstance(error, OSError) and error.errno is not None:
             return error
         error = error.__cause__ or error.__context__
     return None
 
 
+def _reason(error: OSError) -> str:
+    return _WRITE_PROBLEMS.get(error.errno) or (error.strerror or str(error)).lower()
+
+
 @contextmanager
 def reporting_write_errors(path: str | os.PathLike) -> Iterator[None]:
-    """Turn a disk-full, read-only or permission OSError raised inside into an :class:`OutputError`."""
+    """Turn an OSError of the file system (disk full, read-only, permission, ...) raised
+    inside into an :class:`OutputError` naming ``path``."""
     try:
         yield
     except UserError:
@@ -63,14 +71,19 @@ def reporting_write_errors(path: str | os.PathLike) -> Iterator[None]:
         problem = _write_problem(error)
         if problem is None:
             raise
-        raise OutputError(f"cannot write {path}: {_WRITE_PROBLEMS[problem.errno]}") from error
+        raise OutputError(f"cannot write {path}: {_reason(problem)}") from error
 
 
 def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
     """Raise :class:`OutputError` unless ``path`` (a file, or with ``folder`` a folder) can be
     created or replaced: it is not of the other kind and its nearest existing ancestor is a
-    writable folder on a writable file system. Call it before long work that ends in a write."""
-    path = Path(path)
+    writable folder on a writable file system, and no name in it is too long. Call it before long
+    work that ends in a write."""
+    with reporting_write_errors(path):  # looking at the path can fail too (a name too long, a folder not searchable)
+        _check_writable(Path(path), folder)
+
+
+def _check_writable(path: Path, folder: bool) -> None:
     if path.exists():
         if folder and not path.is_dir():
             raise OutputError(f"cannot write into {path}: it is a file, not a folder")
@@ -87,6 +100,19 @@ def check_writable(path: str | os.PathLike, folder: bool = False) -> None:
         raise OutputError(f"cannot write {path}: {ancestor} is on a read-only file system")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {path}: permission denied for {ancestor}")
+    limit = _name_max(ancestor)
+    for name in path.relative_to(ancestor).parts:
+        if len(os.fsencode(name)) > limit:
+            raise OutputError(f"cannot write {path}: a name of {len(os.fsencode(name))} bytes is longer than the "
+                              f"{limit} its file system allows; choose a shorter one")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that the file system of ``folder`` allows."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer
+        return 255
 
 
 def _umask() -> int:
@@ -96,9 +122,13 @@ def _umask() -> int:
 
 
 def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A new hidden file ``.NAME.XXXXXXXX.tmp`` in the folder of ``path``, NAME cut short
+    so that the temporary name fits the file system whenever ``path``'s own name does."""
     with reporting_write_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        room = _name_max(path.parent) - len("..XXXXXXXX.tmp")  # the dots, mkstemp's 8 characters, .tmp
+        name = os.fsencode(path.name)[:max(room, 0)].decode("utf-8", "ignore")
+        return tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
 
 
 def _publish(tmp: str, path: Path) -> None:
@@ -163,10 +193,16 @@ class AtomicLineWriter:
             raise
 
     def discard(self) -> None:
-        """Forget the lines written: ``path`` keeps its old content (or stays absent)."""
-        self.handle.close()
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        """Forget the lines written: ``path`` keeps its old content (or stays absent).
+
+        Closing flushes what is buffered, which fails again on a full disk; the file is
+        closed all the same, and the temporary file removed."""
+        try:
+            with contextlib.suppress(OSError):
+                self.handle.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
 
     def __enter__(self) -> "AtomicLineWriter":
         return self

@@ -100,3 +100,22 @@ def pretend_read_only(monkeypatch) -> None:
             self.f_flag = statvfs(path).f_flag | os.ST_RDONLY
 
     monkeypatch.setattr(fileio.os, "statvfs", ReadOnly)
+
+
+def on_a_full_disk(monkeypatch) -> None:
+    """Make the files that ``captioner.fileio`` writes go to /dev/full, where every write
+    that reaches the disk (a flush, a close) fails with ENOSPC, as on a full disk. The
+    temporary file itself is created as usual, so a test can see whether it is left behind."""
+    import os
+
+    import captioner.fileio as fileio
+
+    fdopen = os.fdopen
+
+    def full(fd, *args, **kwargs):
+        device = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(device, fd)
+        os.close(device)
+        return fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr(fileio.os, "fdopen", full)

@@ -33,6 +33,22 @@ def unreadable(path: Path, monkeypatch) -> None:
     monkeypatch.setattr(images_module.Image, "open", refusing)
 
 
+def unlistable(folder: Path, monkeypatch) -> None:
+    """A folder its reader may not list; for root (who lists anything) the refusal is simulated
+    where folders are listed (os.walk and load_image go through os.scandir)."""
+    folder.chmod(0)
+    if os.geteuid() != 0:
+        return
+    scandir = os.scandir
+
+    def refusing(target="."):
+        if not isinstance(target, int) and Path(target) == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(target))
+        return scandir(target)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+
+
 def test_every_bad_image_gets_its_line_and_every_good_one_its_caption(tmp_path, tiny_ckpt, capsys, monkeypatch):
     bad, good, named = write_corpus(tmp_path / "corpus")
     secret = tmp_path / "corpus" / "images" / "secret.png"
@@ -71,6 +87,26 @@ def test_a_file_without_read_permission_for_real(tmp_path, tiny_ckpt, examples_d
     secret.chmod(0)
     assert main(["caption", str(secret), "--checkpoint", str(tiny_ckpt)]) == 1
     assert f"error: {secret}: permission denied" in capsys.readouterr().err
+
+
+def test_a_sub_folder_that_cannot_be_read_gets_its_line_and_the_rest_are_captioned(tmp_path, tiny_ckpt, examples_dir,
+                                                                                   capsys, monkeypatch):
+    photos = tmp_path / "photos"
+    for name in ("a.jpg", "locked/b.jpg", "z/c.jpg"):
+        write(photos / name, (examples_dir / "cat.jpg").read_bytes())
+    locked = photos / "locked"
+    try:
+        unlistable(locked, monkeypatch)
+        code = main(["caption", str(photos), "--checkpoint", str(tiny_ckpt), "--quiet"])
+    finally:
+        locked.chmod(0o700)
+    stdout, stderr = capsys.readouterr()
+    assert code == 1
+    assert [line.split("\t")[0] for line in stdout.splitlines()] == [str(photos / "a.jpg"), str(photos / "z/c.jpg")]
+    assert stderr.splitlines() == [
+        f"error: {locked}: cannot read this folder (permission denied), so the images in it are skipped",
+        "captioner caption: 1 of 3 images could not be read",
+    ]
 
 
 def write(path: Path, content) -> str:

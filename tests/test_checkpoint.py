@@ -294,6 +294,10 @@ def _damage(data, what):
         data["decoder"]["config"] = "lstm"
     elif what == "decoder config unknown key":
         data["decoder"]["config"] = {**data["decoder"]["config"], "layers": 2}
+    elif what == "decoder hidden size a string":
+        data["decoder"]["config"] = {**data["decoder"]["config"], "hidden_size": "512"}
+    elif what == "encoder spec of another backbone":  # the weights named are Lite0's, the backbone is not
+        data["encoder"]["spec"] = {**data["encoder"]["spec"], "backbone": "resnet18"}
     elif what == "weight shape":
         state = dict(data["decoder"]["state_dict"])
         state["out.weight"] = state["out.weight"][:, :5]
@@ -309,6 +313,8 @@ def _damage(data, what):
     ("decoder config empty", "decoder config is empty"),
     ("decoder config a string", "decoder config is a str, not a mapping"),
     ("decoder config unknown key", "unknown decoder config keys: ['layers']"),
+    ("decoder hidden size a string", "decoder hidden_size must be a whole number, got '512' (a str)"),
+    ("encoder spec of another backbone", "the encoder spec names resnet18 but the weights of efficientnet_lite0"),
     ("weight shape", "out.weight has shape"),
     ("vocabulary size", "vocabulary has"),
     ("decoding a list", "decoding is a list, not a mapping"),

@@ -5,14 +5,18 @@ from __future__ import annotations
 import errno
 import io
 import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 import captioner.fileio as fileio
 from captioner.api import Captioner
 from captioner.cli import main
-from helpers import pretend_read_only
+from helpers import on_a_full_disk, pretend_read_only
 
 
 def leftovers(folder):
@@ -50,6 +54,31 @@ def test_an_interrupted_run_leaves_the_jsonl_file_as_it_was(tmp_path, tiny_ckpt,
     if code is not None:
         assert main(args) == code
         assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_sigterm_while_captioning_leaves_the_jsonl_file_as_it_was(tmp_path, tiny_ckpt, examples_dir):
+    """A real `kill`: the process ends with one line and code 143, and removes its temporary file."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for n in range(400):  # far more than can be captioned before the signal comes
+        (images / f"{n:03d}.jpg").symlink_to(examples_dir / "cat.jpg")
+    out = tmp_path / "captions.jsonl"
+    out.write_text("the previous run\n")
+    run = subprocess.Popen([sys.executable, "-m", "captioner", "caption", str(images), "--checkpoint", str(tiny_ckpt),
+                            "--batch-size", "1", "--workers", "0", "--quiet", "--jsonl", str(out)],
+                           cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not leftovers(tmp_path) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert leftovers(tmp_path), "the temporary file never appeared"
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 143 and err == "captioner: terminated\n", err
+    assert out.read_text() == "the previous run\n" and leftovers(tmp_path) == []
 
 
 class ClosedPipe(io.StringIO):
@@ -122,6 +151,38 @@ def test_a_full_disk_while_writing_jsonl_is_one_line_and_keeps_the_old_file(tmp_
     err = capsys.readouterr().err
     assert code == 2 and err == f"captioner caption: error: cannot write {out}: disk full (no space left on device)\n"
     assert out.read_text() == "old\n" and leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_disk_full_before_the_jsonl_lines_reach_it_is_one_line_and_leaves_nothing(tmp_path, tiny_ckpt,
+                                                                                    examples_dir, capsys,
+                                                                                    monkeypatch):
+    """The lines are still buffered when the file is closed: both the close and the discard fail."""
+    out = tmp_path / "captions.jsonl"
+    out.write_text("old\n")
+    on_a_full_disk(monkeypatch)
+    code = main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), "--jsonl", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"captioner caption: error: cannot write {out}: disk full (no space left on device)\n"
+    assert out.read_text() == "old\n" and leftovers(tmp_path) == []
+
+
+def test_outputs_with_a_long_legal_name_are_written(tmp_path, tiny_ckpt, examples_dir, capsys):
+    """250 characters is a legal name; the temporary file beside it must be one too."""
+    jsonl, exported = tmp_path / ("j" * 244 + ".jsonl"), tmp_path / ("e" * 247 + ".pt")
+    assert main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), "--jsonl", str(jsonl)]) == 0
+    assert main(["checkpoint", "export", str(tiny_ckpt), str(exported)]) == 0
+    assert jsonl.read_text().count("\n") == 1 and exported.stat().st_size > 0 and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", [["caption", "CAT", "--checkpoint", "CKPT", "--jsonl"],
+                                     ["checkpoint", "export", "CKPT"]])
+def test_an_output_name_too_long_for_the_file_system_is_one_line(tmp_path, tiny_ckpt, examples_dir, capsys, command):
+    out = tmp_path / ("x" * 300)
+    args = [{"CAT": str(examples_dir / "cat.jpg"), "CKPT": str(tiny_ckpt)}.get(a, a) for a in command]
+    err = one_line_error(capsys, main([*args, str(out)]))
+    assert err.startswith(f"captioner {command[0]}: error: cannot write {out}: ") and "choose a shorter one" in err
+    assert leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("command", [["classify"], ["caption"]])

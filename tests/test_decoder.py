@@ -87,6 +87,19 @@ def test_config_validation_and_roundtrip():
         LSTMDecoder(config).init_state(torch.zeros(2, 4))
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("hidden_size", "512", "decoder hidden_size must be a whole number, got '512' (a str)"),
+    ("num_layers", 1.0, "decoder num_layers must be a whole number, got 1.0 (a float)"),
+    ("vocab_size", True, "decoder vocab_size must be a whole number, got True (a bool)"),
+    ("dropout", "0.5", "decoder dropout must be a number, got '0.5' (a str)"),
+])
+def test_config_values_of_the_wrong_type_say_which_key_and_value(key, value, message):
+    """A checkpoint's config may hold anything; the message names the key, not Python's '<='."""
+    with pytest.raises(ValueError) as info:
+        DecoderConfig.from_dict({"vocab_size": 5, "feature_dim": 3, key: value})
+    assert str(info.value) == message
+
+
 def test_layernorm_feature_normalisation_makes_the_start_state_scale_invariant():
     config = DecoderConfig(vocab_size=9, feature_dim=6, embed_dim=3, hidden_size=5, dropout=0.0,
                            feature_norm="layernorm")

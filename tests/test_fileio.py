@@ -10,8 +10,8 @@ import torch
 
 import captioner.fileio as fileio
 from captioner.checkpoint import atomic_torch_save
-from captioner.fileio import AtomicLineWriter, OutputError, check_writable
-from helpers import pretend_read_only
+from captioner.fileio import AtomicLineWriter, OutputError, check_writable, write_json_atomic, write_text_atomic
+from helpers import on_a_full_disk, pretend_read_only
 
 
 def leftovers(folder):
@@ -64,6 +64,45 @@ def test_line_writer_publishes_only_on_normal_exit(tmp_path):
     with AtomicLineWriter(path) as writer:
         writer.write("new")
     assert path.read_text() == "new\n" and leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("lines", [1, 1000])  # the disk is found full when closing, or by a write's flush
+def test_a_full_disk_under_the_line_writer_is_one_error_and_leaves_nothing(tmp_path, monkeypatch, lines):
+    """Discarding flushes the buffered lines once more; that second failure must not hide the
+    first error nor keep the temporary file."""
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+    on_a_full_disk(monkeypatch)
+    with pytest.raises(OutputError) as info:
+        with AtomicLineWriter(path) as writer:
+            for _ in range(lines):
+                writer.write("x" * 40)
+    assert str(info.value) == f"cannot write {path}: disk full (no space left on device)"
+    assert path.read_text() == "old\n" and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["n" * 245 + ".json", "\u00e9" * 122 + ".json"])  # 250 and 249 bytes
+def test_a_long_legal_name_gets_a_temporary_name_that_fits(tmp_path, name):
+    """The temporary name (hidden, with a random part and .tmp) is cut to the file system's limit."""
+    write_json_atomic(tmp_path / name, {"a": 1})
+    with AtomicLineWriter(tmp_path / (name + "l")) as writer:
+        writer.write("line")
+    assert (tmp_path / name).read_text() == '{"a": 1}' and (tmp_path / (name + "l")).read_text() == "line\n"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_name_longer_than_the_file_system_allows_is_one_error_naming_it(tmp_path):
+    path = tmp_path / ("x" * 300)
+    for check in (check_writable, lambda p: check_writable(p / "out.json"), lambda p: write_text_atomic(p, "x")):
+        with pytest.raises(OutputError, match=f"^cannot write {path}.*: (a name of 300 bytes is longer than the 255 "
+                                              "its file system allows|the name is too long for the file system); "
+                                              "choose a shorter one$"):
+            check(path)
+    deeper = tmp_path / "new" / ("y" * 300) / "out.json"
+    with pytest.raises(OutputError, match="a name of 300 bytes is longer than the 255"):
+        check_writable(deeper)
+    assert leftovers(tmp_path) == [] and [p.name for p in tmp_path.iterdir()] == []
 
 
 def test_line_writer_onto_a_folder_leaves_no_temporary_file(tmp_path):

@@ -1,6 +1,9 @@
 """Reading images: awkward modes give the right pixels, broken files give clear errors."""
 
+import errno
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,6 +108,26 @@ def test_find_images_expands_folders_globs_and_keeps_named_files(tmp_path):
     # files named explicitly stay, whatever they are, so a mistake is reported rather than dropped
     assert find_images([str(tmp_path / "notes.txt")]) == [str(tmp_path / "notes.txt")]
     assert find_images([str(tmp_path / "*.gif")]) == [str(tmp_path / "*.gif")]
+
+def test_find_images_keeps_a_folder_it_cannot_list_so_that_it_is_reported(tmp_path, monkeypatch):
+    """Root lists any folder, so the refusal is simulated where folders are listed."""
+    for rel in ["a.jpg", "locked/b.jpg", "z/c.jpg"]:
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    locked = tmp_path / "locked"
+    scandir = os.scandir
+
+    def refusing(target="."):
+        if Path(target) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(target))
+        return scandir(target)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    assert find_images([str(tmp_path)]) == [str(tmp_path / "a.jpg"), str(locked), str(tmp_path / "z" / "c.jpg")]
+    with pytest.raises(ImageLoadError) as info:
+        load_image(locked)
+    assert str(info.value) == f"{locked}: cannot read this folder (permission denied), so the images in it are skipped"
+
 
 def test_image_bytes_in_memory_roundtrip(tmp_path):
     buffer = io.BytesIO()

@@ -64,6 +64,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     try:
         kind = path.stat().st_mode
         if stat.S_ISDIR(kind):
+            _check_listable(path)
             raise ImageLoadError(path, "is a directory, not an image file")
         if not stat.S_ISREG(kind):
             raise ImageLoadError(path, f"not a regular file (a {_file_kind(kind)})")
@@ -104,6 +105,17 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
         _decode_error(path, error)
     except (SyntaxError, ValueError) as error:
         _decode_error(path, error)
+
+
+def _check_listable(folder: Path) -> None:
+    """A folder that cannot be listed is in the list of images only because
+    :func:`find_images` could not look into it: say so."""
+    try:
+        with os.scandir(folder):
+            pass
+    except OSError as error:
+        reason = "permission denied" if isinstance(error, PermissionError) else (error.strerror or str(error)).lower()
+        raise ImageLoadError(folder, f"cannot read this folder ({reason}), so the images in it are skipped") from None
 
 
 def _file_kind(mode: int) -> str:
@@ -171,20 +183,22 @@ def find_images(inputs: list[str]) -> list[str]:
 
     Folders contribute only files with an image extension, in sorted order. Files
     named explicitly are kept whatever their extension, so that a mistake (a text
-    file, a missing file) is reported by :func:`load_image` instead of vanishing.
+    file, a missing file) is reported by :func:`load_image` instead of vanishing; so
+    is a folder (or sub-folder) that cannot be listed, whose images would vanish.
     """
     paths: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
+            unlisted: list[OSError] = []
             found = []
-            for root, dirs, files in os.walk(item):
+            for root, dirs, files in os.walk(item, onerror=unlisted.append):
                 dirs.sort()
                 found.extend(
                     os.path.join(root, name)
                     for name in files
                     if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
                 )
-            paths.extend(sorted(found))
+            paths.extend(sorted(found + [os.fspath(error.filename) for error in unlisted]))
         elif not os.path.exists(item) and glob.has_magic(item):
             matches = [m for m in sorted(glob.glob(item, recursive=True)) if os.path.isfile(m)]
             # A pattern that matches nothing stays in the list, so it is reported as missing.

@@ -58,9 +58,16 @@ class DecoderConfig:
     feature_norm: str = "none"
 
     def __post_init__(self):
+        """Check each value's type, then its range: a config read from a checkpoint or a file
+        may hold anything (``"512"`` for 512)."""
         for name in ("vocab_size", "feature_dim", "embed_dim", "hidden_size", "num_layers"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"decoder {name} must be positive, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"decoder {name} must be a whole number, got {value!r} (a {type(value).__name__})")
+            if value <= 0:
+                raise ValueError(f"decoder {name} must be positive, got {value}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise ValueError(f"decoder dropout must be a number, got {self.dropout!r} (a {type(self.dropout).__name__})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"decoder dropout must be in [0, 1), got {self.dropout}")
         if self.feature_norm not in ("none", "layernorm"):

