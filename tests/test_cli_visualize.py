@@ -183,3 +183,18 @@ def test_parse_channels():
     assert parse_channels("3,1") == [3, 1]
     with pytest.raises(ValueError, match="selects no channels"):
         parse_channels("5:5")
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_rendering(capsys, tmp_path, monkeypatch):
+    from captioner import visualization
+
+    def never(*args, **kwargs):
+        raise AssertionError("rendered before the output was checked")
+
+    monkeypatch.setattr(visualization, "visualize_class", never)
+    long_name = tmp_path / ("x" * 300 + ".png")
+    assert main(["visualize", "class", "--class", "banana", "--out", str(long_name)]) == 2
+    assert "the name is too long for the file system" in capsys.readouterr().err
+    assert main(["visualize", "class", "--class", "banana", "--out", str(tmp_path / "a.png"),
+                 "--json", str(tmp_path)]) == 2
+    assert "it is a folder" in capsys.readouterr().err

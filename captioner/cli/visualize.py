@@ -9,6 +9,7 @@ from pathlib import Path
 from .. import visualization as viz
 from ..data.images import ImageLoadError, load_image
 from ..errors import ArgumentError
+from ..fileio import check_writable
 from ..models.encoder import DEFAULT_BACKBONE, EncoderSpec, ImageEncoder, build_encoder
 
 ACTIONS = {
@@ -126,6 +127,8 @@ def run(args) -> int:
     encoder = load_encoder(args)
     if args.action == "layers":
         return print_layers(encoder)
+    for path in (args.out, args.json or Path(args.out).with_suffix(".json")):
+        check_writable(path)  # before the rendering, not after it
     options = _settings_options(args)
     weights = args.action == "filters" and args.weights
     if weights:
