@@ -96,13 +96,13 @@ def test_an_include_string_is_one_constraint_and_any_iterable_works(tiny, exampl
         tiny.caption(path, include=[3], guide="none")
 
 
-@pytest.mark.parametrize("bad", [["<unk>"], ["cat|<end>"], ["\x1b[31mred"], ["a\u202eb"]])
-def test_a_refused_include_leaves_the_captioner_as_it_was(tiny_ckpt, examples_dir, bad):
+def test_a_refused_include_leaves_the_captioner_as_it_was(tiny_ckpt, examples_dir):
     used, fresh = Captioner.from_checkpoint(tiny_ckpt), Captioner.from_checkpoint(tiny_ckpt)
     path = str(examples_dir / "cat.jpg")
-    with pytest.raises(UserError):
-        used.caption(path, include=bad, guide="none")
-    for include in (["kangaroo"], ["dog"], ["elephant", "grass"]):
+    for bad in (["<unk>"], ["cat|<end>"], ["\x1b[31mred"], ["a\u202eb"], [" ".join(["cat"] * 9)]):
+        with pytest.raises(UserError):
+            used.caption(path, include=bad, guide="none")
+    for include in (["kangaroo"], ["elephant", "grass"]):
         assert (used.caption(path, include=include, guide="none")[0].to_dict()
                 == fresh.caption(path, include=include, guide="none")[0].to_dict())
 
