@@ -537,3 +537,29 @@ def test_feature_views_train_on_every_view(shapes, tmp_path, monkeypatch):
     counts = np.bincount([views[0] for views in served], minlength=2)
     assert counts.min() > 0.3 * len(served), counts
 
+
+def test_a_training_image_that_became_unreadable_stops_in_one_line_naming_it(tmp_path):
+    """Fine-tuning reads the images every epoch: one that was readable when the run started
+    but is not now is a user's problem, said in one line, also from a DataLoader worker
+    (which sends an error back as its traceback); it was a RuntimeError with a traceback."""
+    from PIL import Image
+    from torch.utils.data import DataLoader
+
+    from captioner.data.preprocess import Preprocessing
+    from captioner.errors import UserError
+    from captioner.training.batches import ImagePairs, TrainingImageError, collate
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png any more")
+    pairs = [(0, [1, 5, 2], 0), (1, [1, 6, 2], 1)]
+    dataset = ImagePairs(pairs, [str(tmp_path / "good.png"), str(tmp_path / "broken.png")],
+                         Preprocessing(resize_size=8, crop_size=8), seed=0)
+    assert dataset[0][0].shape == (3, 8, 8)
+    with pytest.raises(TrainingImageError) as info:
+        dataset[1]
+    message = str(info.value)
+    assert isinstance(info.value, UserError) and "\n" not in message
+    assert message.startswith(f"{tmp_path / 'broken.png'}: ") and message.endswith("continue with --resume")
+    with pytest.raises(TrainingImageError) as info:
+        list(DataLoader(dataset, batch_sampler=[[0], [1]], collate_fn=collate, num_workers=1))
+    assert str(info.value) == message
