@@ -164,8 +164,8 @@ def _interrupt_at(opcode: int):
 def test_a_ctrl_c_anywhere_in_a_step_leaves_the_count_and_the_rng_states_of_one_point():
     """Interrupted before each bytecode of the step in turn, ``progress`` (what last.pt saves)
     holds the count before the step with the states before it, or the count after it with
-    the states after it: never one with the other (the window of the last round, where rank
-    1's states from before a step were saved with the step counted)."""
+    the states after it: never one with the other (with the step counted and process 1's
+    states from before it, a resumed run would give the next step that step's dropout masks)."""
     opcode, outcomes = 0, set()
     while True:
         opcode += 1
