@@ -10,8 +10,8 @@ A checkpoint is a ``torch.save``-d dict of plain values and tensors, so it loads
     vocab             {"itos": [...], "min_count": n, "tokenizer": name}
     decoding          default decoding settings (beam size, length penalty, max length)
     training          metadata (config, epoch, step, scores, data sources, ...)
-    train_state       optional: optimizer, scheduler and RNG states for an exact resume, and
-                      the float32 weights when the published ones are float16
+    train_state       optional: what an exact resume needs (optimizer, scheduler, counters,
+                      every process's RNG states, ...): a TrainState (captioner.training.state)
 
 :class:`Checkpoint` is that layout as a typed record; only this module reads the dict.
 
@@ -34,12 +34,11 @@ import torch
 
 from .errors import UserError
 from .fileio import atomic_write
+from .training.state import TrainState
 
 FORMAT = "captioner-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("encoder", "decoder", "vocab")
-# Sections of train_state that hold copies of the weights ({"decoder": ..., "encoder": ...}).
-WEIGHT_COPIES = ("raw_weights", "float32_weights")
 
 
 class CheckpointError(UserError):
@@ -72,7 +71,7 @@ class Checkpoint:
     vocab: dict
     decoding: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
-    train_state: dict | None = None
+    train_state: TrainState | None = None
     path: str | None = field(default=None, compare=False)
 
     def error(self, problem: str) -> CheckpointError:
@@ -84,10 +83,16 @@ class Checkpoint:
         where = str(path) if path is not None else "<checkpoint>"
         _check_layout(data, where)
         encoder, decoder = data["encoder"], data["decoder"]
+        train_state = None
+        if data.get("train_state") is not None:
+            try:
+                train_state = TrainState.from_dict(data["train_state"])
+            except ValueError as error:
+                raise CheckpointError(where, f"damaged checkpoint: {error}") from None
         record = cls(encoder_spec=encoder["spec"], encoder_state=encoder.get("state_dict"),
                      decoder_config=decoder["config"], decoder_state=decoder["state_dict"], vocab=data["vocab"],
                      decoding=data.get("decoding") or {}, training=data.get("training") or {},
-                     train_state=data.get("train_state"), path=None if path is None else str(path))
+                     train_state=train_state, path=None if path is None else str(path))
         record.check()
         return record
 
@@ -103,7 +108,7 @@ class Checkpoint:
             "training": self.training,
         }
         if self.train_state is not None:
-            data["train_state"] = self.train_state
+            data["train_state"] = self.train_state.to_dict()
         return data
 
     def check(self) -> None:
@@ -111,7 +116,7 @@ class Checkpoint:
         sections = {"encoder spec": (self.encoder_spec, dict), "decoder config": (self.decoder_config, dict),
                     "decoder weights": (self.decoder_state, dict), "decoding": (self.decoding, dict),
                     "training": (self.training, dict), "encoder weights": (self.encoder_state, (dict, type(None))),
-                    "train_state": (self.train_state, (dict, type(None)))}
+                    "train_state": (self.train_state, (TrainState, type(None)))}
         for name, (value, kind) in sections.items():
             if not isinstance(value, kind):
                 raise self.error(f"damaged checkpoint: {name} is a {type(value).__name__}, not a mapping")
@@ -134,16 +139,14 @@ class Checkpoint:
         yield "decoder", self.decoder_state
         if self.encoder_state is not None:
             yield "encoder", self.encoder_state
-        for name, states in (self.train_state or {}).items():
-            if name in WEIGHT_COPIES and isinstance(states, dict):
-                for part, state in states.items():
-                    if isinstance(state, dict):
-                        yield f"train_state {name} {part}", state
+        if self.train_state is not None:
+            for what, state in self.train_state.weight_copies():
+                yield f"train_state {what}", state
 
     def resume_weights(self) -> "Checkpoint":
         """This checkpoint with the float32 weights that a float16 training checkpoint keeps
         in ``train_state`` (see :func:`make_checkpoint`), so that a resume is exact."""
-        exact = (self.train_state or {}).get("float32_weights")
+        exact = self.train_state.float32_weights if self.train_state is not None else None
         if exact is None:
             return self
         return replace(self, decoder_state=exact["decoder"], encoder_state=exact["encoder"])
@@ -185,13 +188,13 @@ def _weights(state: dict | None, half: bool) -> dict | None:
 
 def make_checkpoint(*, encoder_spec: dict, decoder_config: dict, decoder_state: dict, vocab: dict,
                     encoder_state: dict | None = None, decoding=None,
-                    training: dict | None = None, train_state: dict | None = None,
+                    training: dict | None = None, train_state: TrainState | None = None,
                     half: bool = False) -> Checkpoint:
     """Build a checkpoint. ``half`` stores the weights as float16; a training checkpoint then
-    also keeps them as float32 in ``train_state["float32_weights"]``, for an exact resume."""
+    also keeps them as float32 in ``train_state.float32_weights``, for an exact resume."""
     if half and train_state is not None:
-        train_state = {**train_state, "float32_weights": {"decoder": _weights(decoder_state, False),
-                                                          "encoder": _weights(encoder_state, False)}}
+        train_state = replace(train_state, float32_weights={"decoder": _weights(decoder_state, False),
+                                                            "encoder": _weights(encoder_state, False)})
     return Checkpoint(
         encoder_spec=encoder_spec, encoder_state=_weights(encoder_state, half), decoder_config=decoder_config,
         decoder_state=_weights(decoder_state, half), vocab=vocab,

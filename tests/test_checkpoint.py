@@ -10,6 +10,7 @@ import torch
 from captioner import Captioner
 from captioner.checkpoint import (FORMAT_VERSION, Checkpoint, CheckpointError, load_checkpoint,
                                   make_checkpoint, save_checkpoint)
+from captioner.training.state import Progress, TrainState
 from helpers import DEVICES, tiny_checkpoint
 
 
@@ -209,9 +210,15 @@ def _tiny_record(**changes):
         encoder_state=None, decoder_config={"vocab_size": 3, "feature_dim": 4},
         decoder_state={"a": torch.ones(2, 3), "b": torch.zeros(5)}, vocab={"itos": ["<pad>", "x", "y"]},
         decoding={"beam_size": 4}, training={"epoch": 2, "step": 7, "data": {"path": "d.json", "manifest": {}}},
-        train_state={"progress": {"epoch": 2}},
+        train_state=_train_state(),
     )
     return Checkpoint(**{**fields, **changes})
+
+
+def _train_state():
+    """A hand-built resumable state: epoch 2, step 7, one process's RNG states."""
+    return TrainState(optimizer={"state": {}, "param_groups": []}, scheduler={"last_epoch": 7},
+                      progress=Progress(2, 7, 1, rng_ranks=[{"cpu": torch.ones(3, dtype=torch.uint8), "cuda": []}]))
 
 
 def test_record_round_trips_through_the_file_layout(tmp_path):
@@ -223,7 +230,10 @@ def test_record_round_trips_through_the_file_layout(tmp_path):
     assert on_disk["encoder"] == {"spec": record.encoder_spec, "state_dict": None}
     loaded = load_checkpoint(tmp_path / "r.pt")
     assert loaded.path == str(tmp_path / "r.pt")
-    assert loaded.train_state == {"progress": {"epoch": 2}} and loaded.decoding == {"beam_size": 4}
+    assert loaded.train_state.progress == Progress(2, 7, 1) and loaded.train_state.scheduler == {"last_epoch": 7}
+    assert torch.equal(loaded.train_state.progress.rng_ranks[0]["cpu"], torch.ones(3, dtype=torch.uint8))
+    assert on_disk["train_state"]["progress"] == {"epoch": 2, "step": 7, "step_in_epoch": 1}
+    assert loaded.decoding == {"beam_size": 4}
     assert torch.equal(loaded.decoder_state["a"], torch.ones(2, 3)) and set(loaded.decoder_state) == {"a", "b"}
     assert Checkpoint.from_dict(loaded.to_dict()).to_dict().keys() == on_disk.keys()
 
@@ -244,7 +254,7 @@ def test_record_describe_and_slim():
 def test_half_training_checkpoint_keeps_float32_weights_for_resuming():
     weight = torch.tensor([1 / 3, 1e-5])  # neither is a float16 number
     record = make_checkpoint(encoder_spec={}, decoder_config={"vocab_size": 1}, decoder_state={"w": weight},
-                             vocab={"itos": ["x"]}, train_state={"progress": {}}, half=True)
+                             vocab={"itos": ["x"]}, train_state=_train_state(), half=True)
     assert record.decoder_state["w"].dtype == torch.float16
     assert not torch.equal(record.decoder_state["w"].float(), weight)
     exact = record.resume_weights()
@@ -306,6 +316,8 @@ def _damage(data, what):
         data["vocab"] = {**data["vocab"], "itos": data["vocab"]["itos"] + ["extra"]}
     elif what == "decoding a list":
         data["decoding"] = ["beam"]
+    elif what == "train_state without counters":
+        data["train_state"] = {k: v for k, v in _train_state().to_dict().items() if k != "progress"}
 
 
 @pytest.mark.parametrize("what,expected", [
@@ -318,6 +330,7 @@ def _damage(data, what):
     ("weight shape", "out.weight has shape"),
     ("vocabulary size", "vocabulary has"),
     ("decoding a list", "decoding is a list, not a mapping"),
+    ("train_state without counters", "damaged checkpoint: train_state lacks progress"),
 ])
 def test_cli_info_and_export_refuse_damaged_checkpoints_in_one_line(tiny_ckpt, tmp_path, capsys, what, expected):
     from captioner.cli import main

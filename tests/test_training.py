@@ -16,7 +16,7 @@ from captioner.cli import main
 from captioner.config import config_from_dict
 from captioner.data.cache import FeatureCache
 from captioner.models import EncoderSpec, build_encoder
-from captioner.training import loop as training_loop
+from captioner.training import state as training_state
 from captioner.training.run import TrainingError, train
 from helpers import DEVICES
 from shapes import make_shapes, write_karpathy
@@ -78,7 +78,8 @@ def test_resume_continues_bit_exactly(shapes, tmp_path, device):
         assert torch.equal(a[key], b[key]), key
     sa = load_checkpoint(tmp_path / "straight" / "last.pt").train_state
     sb = load_checkpoint(tmp_path / "split" / "last.pt").train_state
-    assert sa["progress"] == sb["progress"] and sa["history"][-1]["train_loss"] == sb["history"][-1]["train_loss"]
+    assert sa.progress.counters() == sb.progress.counters()
+    assert sa.history[-1]["train_loss"] == sb.history[-1]["train_loss"]
 
 
 def test_interrupted_run_saves_and_resumes_mid_epoch_bit_exactly(shapes, tmp_path, monkeypatch):
@@ -91,7 +92,7 @@ def test_interrupted_run_saves_and_resumes_mid_epoch_bit_exactly(shapes, tmp_pat
         before_steps.append({"cpu": torch.get_rng_state(), "cuda": [torch.tensor([len(before_steps) + 1])]})
         return before_steps[-1]
 
-    monkeypatch.setattr(training_loop, "rng_states", states_with_a_gpu)
+    monkeypatch.setattr(training_state, "rng_states", states_with_a_gpu)
 
     def step_then_interrupt(self, *args, **kwargs):
         calls["n"] += 1
@@ -104,13 +105,24 @@ def test_interrupted_run_saves_and_resumes_mid_epoch_bit_exactly(shapes, tmp_pat
         run(shapes, tmp_path / "broken", epochs=2)
     monkeypatch.undo()  # the real optimizer step and RNG states again
     saved = load_checkpoint(tmp_path / "broken" / "last.pt").train_state
-    assert saved["progress"] == {"epoch": 1, "step": 5, "step_in_epoch": 1}
-    # the states from before the step in progress (the 6th), not the states at saving time
-    assert len(before_steps) == 6 and [int(s) for s in saved["rng_cuda"]] == [6]
-    assert torch.equal(saved["rng_cpu"], before_steps[5]["cpu"])
+    assert saved.progress.counters() == {"epoch": 1, "step": 5, "step_in_epoch": 1}
+    # the states from before the step in progress (the 6th), not those at saving time: taken at
+    # the start and in each step after its backward pass, the 7th (in the 6th step, before its
+    # interrupted optimizer step) is not saved
+    (rank_0,) = saved.progress.rng_ranks
+    assert len(before_steps) == 7 and [int(s) for s in rank_0["cuda"]] == [6]
+    assert torch.equal(rank_0["cpu"], before_steps[5]["cpu"])
+    assert_rng_states_written_once(tmp_path / "broken" / "last.pt", processes=1)
     run(shapes, tmp_path / "broken", resume=True, epochs=2)
     a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "broken" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def assert_rng_states_written_once(path, processes):
+    """The file holds every process's RNG states once, in rank order (rank 0's not also in rng_cpu/rng_cuda)."""
+    section = torch.load(path, weights_only=True)["train_state"]
+    assert "rng_cpu" not in section and "rng_cuda" not in section
+    assert len(section["rng_ranks"]) == processes
 
 
 def test_half_checkpoints_resume_bit_exactly(shapes, tmp_path):
@@ -135,7 +147,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_pa
     with pytest.raises(TrainingError, match=r"training diverged: epoch 2: the training loss became nan at step 2"):
         train(config)
     last = load_checkpoint(tmp_path / "wild" / "last.pt")
-    assert last.training["epoch"] == 1 and last.train_state["progress"]["step"] == 1
+    assert last.training["epoch"] == 1 and last.train_state.progress.step == 1
     assert all(bool(torch.isfinite(t).all()) for t in last.decoder_state.values())
 
 
@@ -255,6 +267,13 @@ def test_cli_train_refuses_a_huge_finite_learning_rate_in_one_line(shapes, tmp_p
     assert not (tmp_path / "huge").exists()
 
 
+# Child processes run this checkout's captioner (a script's folder, not the working directory,
+# starts sys.path, and an installed captioner may be another checkout's), on one thread each.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1",
+                  "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                              os.environ.get("PYTHONPATH")]))}
+
+
 def float16_steps_apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """How many float16 steps separate ``a`` and ``b`` (float16 arrays), measured in the
     step of the larger magnitude."""
@@ -277,7 +296,7 @@ def test_two_processes_train_the_same_model_as_one(shapes, tmp_path):
     two["train"]["out_dir"] = str(tmp_path / "two")
     for name, config in (("one", one), ("two", two)):
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = SUBPROCESS_ENV
     double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "captioner", "train", "--config", str(tmp_path / "two.yaml")],
                             capture_output=True, text=True, env=env)
@@ -335,7 +354,7 @@ def test_two_processes_resume_bit_exactly_each_from_its_own_random_numbers(shape
     config["train"]["out_dir"] = str(tmp_path / "split")
     (tmp_path / "split.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "interrupted.py").write_text(INTERRUPTED_TRAIN)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = SUBPROCESS_ENV
 
     def torchrun(*args):
         return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -348,15 +367,16 @@ def test_two_processes_resume_bit_exactly_each_from_its_own_random_numbers(shape
     stopped = torchrun(str(tmp_path / "interrupted.py"), "6", *split)
     assert stopped.returncode != 0 and "interrupted at epoch 2, step 5" in stopped.stderr, stopped.stderr[-3000:]
     saved = load_checkpoint(tmp_path / "split" / "last.pt").train_state
-    assert saved["progress"] == {"epoch": 1, "step": 5, "step_in_epoch": 1}
+    assert saved.progress.counters() == {"epoch": 1, "step": 5, "step_in_epoch": 1}
+    assert_rng_states_written_once(tmp_path / "split" / "last.pt", processes=2)
     done = torchrun("-m", "captioner", *split, "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = weights(tmp_path / "straight" / "last.pt"), weights(tmp_path / "split" / "last.pt")
     for key in a:
         assert torch.equal(a[key], b[key]), key
     # each process's states were saved, and they differ (so the test can tell them apart)
-    first, second = saved["rng_ranks"]
-    assert torch.equal(first["cpu"], saved["rng_cpu"]) and not torch.equal(first["cpu"], second["cpu"])
+    first, second = saved.progress.rng_ranks
+    assert not torch.equal(first["cpu"], second["cpu"])
 
 
 def test_float16_steps_apart_known_answers():
@@ -373,11 +393,10 @@ def test_weight_average_is_saved_and_resumes_bit_exactly(shapes, tmp_path):
     a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
     for key in a.decoder_state:
         assert torch.equal(a.decoder_state[key], b.decoder_state[key]), key
-        assert torch.equal(a.train_state["raw_weights"]["decoder"][key],
-                           b.train_state["raw_weights"]["decoder"][key]), key
-    raw, averaged = a.train_state["raw_weights"]["decoder"], a.decoder_state
+        assert torch.equal(a.train_state.raw_weights["decoder"][key], b.train_state.raw_weights["decoder"][key]), key
+    raw, averaged = a.train_state.raw_weights["decoder"], a.decoder_state
     assert any(not torch.equal(raw[k], averaged[k]) for k in raw)  # the saved weights are the average
-    assert a.train_state["ema_n_averaged"] == a.training["step"]
+    assert a.train_state.ema_n_averaged == a.training["step"]
 
 
 def test_building_the_feature_cache_does_not_change_the_training_run(shapes, tmp_path):
@@ -449,14 +468,16 @@ def test_cosine_after_warm_up_goes_from_one_to_zero():
 
 @pytest.mark.parametrize("clip, expected", [(0.0, [-3.0, -4.0]), (1.0, [-0.6, -0.8]), (10.0, [-3.0, -4.0])])
 def test_gradient_clipping_scales_the_gradient_to_the_maximum_norm(clip, expected):
-    from captioner.training.loop import Progress, optimizer_step
+    from captioner.training.loop import training_step
+    from captioner.training.state import Progress
 
     weight = torch.nn.Parameter(torch.zeros(2))
     optimizer = torch.optim.SGD([weight], lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     progress = Progress()
     # the gradient (3, 4) has norm 5: clipped to norm 1 it is (0.6, 0.8); a limit of 10 leaves it
-    optimizer_step((weight * torch.tensor([3.0, 4.0])).sum(), optimizer, scheduler, progress, clip)
+    training_step((weight * torch.tensor([3.0, 4.0])).sum(), optimizer, scheduler, progress, grad_clip=clip,
+                  device=torch.device("cpu"))
     # (torch divides by the norm + 1e-6: a relative 2e-7 short, plus float32 rounding of values <= 4)
     assert weight.detach().tolist() == pytest.approx(expected, abs=1e-6)
     assert (progress.step, progress.step_in_epoch) == (1, 1)
@@ -515,3 +536,30 @@ def test_feature_views_train_on_every_view(shapes, tmp_path, monkeypatch):
     assert served and all(len(views) == 1 for views in served)
     counts = np.bincount([views[0] for views in served], minlength=2)
     assert counts.min() > 0.3 * len(served), counts
+
+
+def test_a_training_image_that_became_unreadable_stops_in_one_line_naming_it(tmp_path):
+    """Fine-tuning reads the images every epoch: one that was readable when the run started
+    but is not now is a user's problem, said in one line, also from a DataLoader worker
+    (which sends an error back as its traceback); it was a RuntimeError with a traceback."""
+    from PIL import Image
+    from torch.utils.data import DataLoader
+
+    from captioner.data.preprocess import Preprocessing
+    from captioner.errors import UserError
+    from captioner.training.batches import ImagePairs, TrainingImageError, collate
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png any more")
+    pairs = [(0, [1, 5, 2], 0), (1, [1, 6, 2], 1)]
+    dataset = ImagePairs(pairs, [str(tmp_path / "good.png"), str(tmp_path / "broken.png")],
+                         Preprocessing(resize_size=8, crop_size=8), seed=0)
+    assert dataset[0][0].shape == (3, 8, 8)
+    with pytest.raises(TrainingImageError) as info:
+        dataset[1]
+    message = str(info.value)
+    assert isinstance(info.value, UserError) and "\n" not in message
+    assert message.startswith(f"{tmp_path / 'broken.png'}: ") and message.endswith("continue with --resume")
+    with pytest.raises(TrainingImageError) as info:
+        list(DataLoader(dataset, batch_sampler=[[0], [1]], collate_fn=collate, num_workers=1))
+    assert str(info.value) == message

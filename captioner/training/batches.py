@@ -16,6 +16,17 @@ from torch.utils.data import Dataset
 from ..data.augment import random_view
 from ..data.images import ImageLoadError, load_image
 from ..data.preprocess import pil_to_tensor, preprocess
+from ..errors import UserError
+
+
+class TrainingImageError(UserError):
+    """A training image, readable when the run started, cannot be read any more."""
+
+    def __init__(self, message: str):
+        # From a DataLoader worker this comes back as ``TrainingImageError(the worker's
+        # traceback)``, whose last line ends with the message: keep that one line.
+        last = message.strip().splitlines()[-1] if message.strip() else message
+        super().__init__(last.split(f"{type(self).__name__}: ", 1)[-1])
 
 
 def caption_pairs(records, rows: list[int], vocab, max_words: int) -> list[tuple[int, list[int], int]]:
@@ -80,7 +91,8 @@ class ImagePairs(Dataset):
         try:
             image = pil_to_tensor(load_image(self.paths[row], resize_to=self.spec.resize_size))
         except ImageLoadError as error:
-            raise RuntimeError(f"training image became unreadable: {error}") from None
+            raise TrainingImageError(f"{error}; the training image became unreadable during training: restore it, "
+                                     "or take it out of the dataset, and continue with --resume") from None
         if self.augment:
             g = torch.Generator().manual_seed(self.seed * 7_919 + self.epoch * 104_729 + index)
             image = random_view(image, g)

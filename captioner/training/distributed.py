@@ -13,6 +13,7 @@ option, as NCCL refuses two ranks on one device, and it would not train faster a
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,11 @@ class Distributed:
     @property
     def enabled(self) -> bool:
         return self.world > 1
+
+    def log(self, message: str) -> None:
+        """A progress or warning line on stderr, from rank 0 only (once per run, not per process)."""
+        if self.is_main:
+            print(message, file=sys.stderr, flush=True)
 
     def barrier(self) -> None:
         if self.enabled:

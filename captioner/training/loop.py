@@ -5,76 +5,46 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-
-@dataclass
-class Progress:
-    """Where training is; saved in checkpoints so a resume continues exactly."""
-
-    epoch: int = 0           # the epoch in progress (0-based)
-    step: int = 0            # optimizer steps taken so far, in all epochs
-    step_in_epoch: int = 0   # optimizer steps taken in the epoch in progress
-    # The RNG states before the step in progress (see rng_states): what an interrupted run
-    # must save, so that the resumed run redoes that step with the same dropout masks.
-    rng_before_step: dict | None = field(default=None, repr=False, compare=False)
-    # Multi-process runs: every process's RNG states before the step in progress (or the
-    # next one), in rank order, so that rank 0 can save them all when interrupted, without
-    # a collective call then. ``gather_rng`` (set by the run) collects them after each
-    # step's backward pass, once the step has drawn all its random numbers.
-    rng_of_ranks: list | None = field(default=None, repr=False, compare=False)
-    gather_rng: Callable[[], list] | None = field(default=None, repr=False, compare=False)
-
-    def counters(self) -> dict:
-        return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch}
+from .state import Progress, rng_of_ranks
 
 
 class NonFiniteLoss(ArithmeticError):
     """The training loss became NaN or infinite (the run has diverged)."""
 
 
-def rng_states(device: torch.device) -> dict:
-    """The generators a training step draws from: the CPU's, and when training on CUDA,
-    every GPU's (dropout on a GPU draws from the GPU's generator)."""
-    cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
-    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+def training_step(loss: torch.Tensor, optimizer, scheduler, progress: Progress, *, grad_clip: float,
+                  device: torch.device, gather: Callable[[dict], list] | None = None, after_step=None) -> None:
+    """One training step from ``loss``, in this order:
 
+    1. the gradients (a NaN or infinite loss raises :class:`NonFiniteLoss` before it can
+       reach the weights);
+    2. every process's RNG states: the step has drawn all its random numbers, so these are
+       the states before the next one. With several processes ``gather`` makes this a
+       collective, taken here, before the weights change, so that it is not in the window
+       between the weights and the counters;
+    3. gradient clipping, the optimizer and schedule steps, and ``after_step`` (e.g. the
+       weight average);
+    4. the counters and those states, in one update (:meth:`Progress.advance`).
 
-def set_rng_states(states: dict, device: torch.device) -> None:
-    """Restore what :func:`rng_states` returned; the GPUs' states only when training on CUDA
-    (for as many GPUs as are both saved and present)."""
-    torch.set_rng_state(states["cpu"])
-    if device.type == "cuda":
-        for index, state in enumerate(states.get("cuda") or []):
-            if index < torch.cuda.device_count():
-                torch.cuda.set_rng_state(state, index)
-
-
-def optimizer_step(loss: torch.Tensor, optimizer, scheduler, progress: Progress, grad_clip: float,
-                   after_step=None) -> None:
-    """One training step from ``loss``: backward, optional gradient clipping, optimizer and
-    schedule step, ``after_step`` (e.g. weight averaging), and the step counters. A NaN or
-    infinite loss raises :class:`NonFiniteLoss` before it can reach the weights."""
+    A Ctrl-C before 4 leaves ``progress`` at the point before this step, with its states.
+    """
     if not bool(torch.isfinite(loss.detach())):
         raise NonFiniteLoss(f"the training loss became {loss.item()} at step {progress.step + 1}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    following = progress.gather_rng() if progress.gather_rng is not None else None  # the next step's
+    following = rng_of_ranks(device, gather)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     optimizer.step()
     scheduler.step()
     if after_step is not None:
         after_step()
-    progress.step += 1
-    progress.step_in_epoch += 1
-    progress.rng_before_step = None
-    if following is not None:
-        progress.rng_of_ranks = following
+    progress.advance(following)
 
 
 def caption_loss(logits: torch.Tensor, captions: torch.Tensor, label_smoothing: float,
@@ -94,23 +64,23 @@ def caption_loss(logits: torch.Tensor, captions: torch.Tensor, label_smoothing: 
 
 def train_one_epoch(model, optimizer, scheduler, loader, normalisers: list[float], progress: Progress, *,
                     label_smoothing: float, grad_clip: float, device: torch.device, show: bool,
-                    description: str = "", after_step=None) -> dict:
+                    description: str = "", after_step=None, gather: Callable[[dict], list] | None = None) -> dict:
     """Train on the batches of ``loader`` (already skipping the steps done before a resume).
 
     ``model(inputs, captions, lengths)`` returns logits; ``normalisers[i]`` belongs to
-    the i-th batch the loader yields; ``after_step()`` runs after every optimizer step
-    (the weight average). Returns the epoch's mean loss and throughput.
+    the i-th batch the loader yields; ``after_step`` and ``gather`` are
+    :func:`training_step`'s. Returns the epoch's mean loss and throughput.
     """
     model.train()
     total_loss, total_tokens, samples = 0.0, 0, 0
     start = time.perf_counter()
     bar = tqdm(total=len(normalisers), desc=description, unit="batch", disable=not show, leave=False)
     for (inputs, captions, lengths), normaliser in zip(loader, normalisers):
-        progress.rng_before_step = rng_states(device)
         inputs, captions, lengths = inputs.to(device), captions.to(device), lengths.to(device)
         logits = model(inputs, captions, lengths)
         loss = caption_loss(logits, captions, label_smoothing, normaliser)
-        optimizer_step(loss, optimizer, scheduler, progress, grad_clip, after_step)
+        training_step(loss, optimizer, scheduler, progress, grad_clip=grad_clip, device=device, gather=gather,
+                      after_step=after_step)
         tokens = int((lengths - 1).sum())
         total_loss += loss.item() * normaliser
         total_tokens += tokens

@@ -12,8 +12,9 @@ import csv
 import io
 import json
 import math
-import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from ..config import Config
 from ..errors import UserError
 from ..data.batches import image_batches
 from ..data.cache import FeatureCache
-from ..data.datasets import read_dataset
+from ..data.datasets import DatasetContents, read_dataset
 from ..data.vocab import Vocabulary
 from ..decoding import decode_texts
 from ..fileio import write_text_atomic
@@ -36,8 +37,9 @@ from ..metrics import java_available, score_captions
 from ..models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
 from .batches import CachedPairs, ImagePairs, caption_pairs, collate, epoch_batches
 from .distributed import Distributed, setup, teardown
-from .loop import NonFiniteLoss, Progress, rng_states, set_rng_states, train_one_epoch
+from .loop import NonFiniteLoss, train_one_epoch
 from .scst import CaptionSampler, CiderReward, scst_one_epoch
+from .state import Progress, TrainState, rng_of_ranks
 
 # Keys that may change between a run and its --resume.
 RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping", "train.num_workers", "train.extract_batch_size",
@@ -49,9 +51,42 @@ class TrainingError(UserError, ValueError):
     """Training cannot start or continue because of its inputs; the message says why and what to do."""
 
 
-def log(info: Distributed, message: str) -> None:
-    if info.is_main:
-        print(message, file=sys.stderr, flush=True)
+@dataclass
+class _Data:
+    """The records, the indices of the training and validation ones, and (when the encoder
+    is frozen) the feature cache's features, one row per record."""
+
+    contents: DatasetContents
+    train_idx: list[int]
+    val_idx: list[int]
+    features: np.ndarray | None = None
+
+    @property
+    def records(self) -> list:
+        return self.contents.records
+
+    @property
+    def paths(self) -> list[str]:
+        return [r.image_path for r in self.records]
+
+
+@dataclass
+class _Run:
+    """One run's parts, as the stages of :func:`_train` build them, and where it is."""
+
+    cfg: Config
+    info: Distributed
+    out: Path
+    data: _Data
+    vocab: Vocabulary
+    model: CaptionModel
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    run_epoch: Callable[[int], dict] | None = None  # trains one epoch (all ranks), returns its statistics
+    progress: Progress = field(default_factory=Progress)
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"score": -math.inf, "epoch": -1, "bad_epochs": 0})
 
 
 def train(config: Config, resume: bool = False) -> dict:
@@ -63,13 +98,36 @@ def train(config: Config, resume: bool = False) -> dict:
 
 
 def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
+    """The stages: settings, data, model, features, objective and optimiser, epochs."""
     out = Path(cfg.train.out_dir)
     torch.manual_seed(cfg.train.seed)
     previous = _resume_point(cfg, out) if resume else None
+    _check_settings(cfg, resume)
+    data = _read_data(cfg, info, out)
+    init = load_checkpoint(cfg.train.init_from) if cfg.train.init_from else None
+    run = _build_model(cfg, info, out, data, previous, init)
+    if not cfg.train.fine_tune_encoder:
+        _load_features(run)
+    _prepare_optimisation(run)
+    if previous is not None:
+        run.progress = previous.train_state.restore(run.optimizer, run.scheduler, info, run.model, run.ema)
+        run.history, run.best = list(previous.train_state.history), dict(previous.train_state.best)
+        info.log(f"resuming at epoch {run.progress.epoch + 1}, step {run.progress.step}")
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return _epochs(run)
+
+
+def _check_settings(cfg: Config, resume: bool) -> None:
     if cfg.train.val_metric == "METEOR" and not java_available():
         raise TrainingError("train.val_metric METEOR needs Java (METEOR 1.5 is a Java program); "
                             "install Java or choose another metric")
+    if cfg.train.objective == "scst" and not cfg.train.init_from and not resume:
+        raise TrainingError("train.objective scst fine-tunes a teacher-forced model: set train.init_from")
 
+
+def _read_data(cfg: Config, info: Distributed, out: Path) -> _Data:
     contents = read_dataset(cfg.data)
     _report_problems(info, contents.problems, out, cfg.data.strict)
     records = contents.records
@@ -81,17 +139,21 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
         raise TrainingError(f"{cfg.data.path}: no training images (check data.format and the split names)")
     if not val_idx:
         raise TrainingError(f"{cfg.data.path}: no validation images; validation decodes the val split")
-    log(info, f"data: {len(train_idx)} train images, {len(val_idx)} val images, "
-              f"{sum(len(records[i].raw) for i in train_idx)} train captions")
+    info.log(f"data: {len(train_idx)} train images, {len(val_idx)} val images, "
+             f"{sum(len(records[i].raw) for i in train_idx)} train captions")
+    return _Data(contents, train_idx, val_idx)
 
-    init = load_checkpoint(cfg.train.init_from) if cfg.train.init_from else None
+
+def _build_model(cfg: Config, info: Distributed, out: Path, data: _Data, previous: Checkpoint | None,
+                 init: Checkpoint | None) -> _Run:
+    """The vocabulary and the model: new, or from the resumed run's or ``init``'s checkpoint."""
     source = previous or init
     if source is not None:
         vocab = Vocabulary.from_dict(source.vocab)
     else:
-        vocab = Vocabulary.build((t for i in train_idx for t in records[i].tokens), min_count=cfg.data.min_word_count)
-    log(info, f"vocabulary: {len(vocab)} words (min count {vocab.min_count})")
-
+        vocab = Vocabulary.build((t for i in data.train_idx for t in data.records[i].tokens),
+                                 min_count=cfg.data.min_word_count)
+    info.log(f"vocabulary: {len(vocab)} words (min count {vocab.min_count})")
     encoder = build_encoder(EncoderSpec(cfg.model.encoder, cfg.model.encoder_weights))
     decoder = LSTMDecoder(DecoderConfig(
         vocab_size=len(vocab), feature_dim=encoder.feature_dim, embed_dim=cfg.model.embed_dim,
@@ -107,40 +169,46 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     encoder.set_trainable(fine_tune, cfg.train.encoder_batchnorm)
     model.to(info.device)
     ema = None
-    if cfg.train.ema_decay > 0:
+    if cfg.train.ema_decay > 0:  # (on --resume, TrainState.restore puts the raw weights back into model)
         ema = AveragedModel(model if fine_tune else decoder, use_buffers=True,
                             multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay))
-        if previous is not None:
-            _restore_ema(model, ema, previous)
+    return _Run(cfg, info, out, data, vocab, model, ema)
 
-    paths = [r.image_path for r in records]
-    features = None
-    if not fine_tune:
-        cache = FeatureCache(cfg.train.cache_dir, cfg.data.name, encoder, paths, cfg.train.feature_views,
-                             cfg.train.seed)
-        built = cache.build(encoder, info.device, cfg.train.extract_batch_size, cfg.train.num_workers,
-                            info.rank, info.world, info.barrier)
-        log(info, f"feature cache: {cache.dir} ({'built' if built else 'reused'})")
-        features, failed = cache.load()
-        if failed:
-            shown = "\n".join(f"  {error}" for error in list(failed.values())[:5])
-            log(info, f"feature cache: {len(failed)} unreadable images skipped, e.g.:\n{shown}")
-            train_idx = [i for i in train_idx if i not in failed]
-            val_idx = [i for i in val_idx if i not in failed]
 
+def _load_features(run: _Run) -> None:
+    """The frozen encoder's features of every image, from the feature cache (built when
+    missing); images that cannot be read are dropped from training and validation."""
+    cfg, info, data, encoder = run.cfg, run.info, run.data, run.model.encoder
+    cache = FeatureCache(cfg.train.cache_dir, cfg.data.name, encoder, data.paths, cfg.train.feature_views,
+                         cfg.train.seed)
+    built = cache.build(encoder, info.device, cfg.train.extract_batch_size, cfg.train.num_workers,
+                        info.rank, info.world, info.barrier)
+    info.log(f"feature cache: {cache.dir} ({'built' if built else 'reused'})")
+    data.features, failed = cache.load()
+    if failed:
+        shown = "\n".join(f"  {error}" for error in list(failed.values())[:5])
+        info.log(f"feature cache: {len(failed)} unreadable images skipped, e.g.:\n{shown}")
+        data.train_idx = [i for i in data.train_idx if i not in failed]
+        data.val_idx = [i for i in data.val_idx if i not in failed]
+
+
+def _prepare_optimisation(run: _Run) -> None:
+    """The objective (teacher forcing on cached features or on images, or SCST), the
+    optimiser and the learning-rate schedule; ``run.run_epoch`` trains one epoch."""
+    cfg, info, data, vocab, model = run.cfg, run.info, run.data, run.vocab, run.model
+    encoder, decoder, fine_tune = model.encoder, model.decoder, cfg.train.fine_tune_encoder
+    records, train_idx = data.records, data.train_idx
     pairs = caption_pairs([records[i] for i in train_idx], train_idx, vocab, cfg.data.max_caption_words)
     scst = cfg.train.objective == "scst"
     if scst:
-        if init is None and previous is None:
-            raise TrainingError("train.objective scst fine-tunes a teacher-forced model: set train.init_from")
         image_refs = [records[i].tokens for i in train_idx]
         reward = CiderReward(image_refs)
         net = CaptionSampler(decoder, vocab.start_id, vocab.end_id, vocab.never_generated, cfg.decode.max_length)
     elif fine_tune:
-        dataset = ImagePairs(pairs, paths, encoder.preprocessing, cfg.train.seed)
+        dataset = ImagePairs(pairs, data.paths, encoder.preprocessing, cfg.train.seed)
         net = model
     else:
-        dataset = CachedPairs(pairs, features, cfg.train.seed)
+        dataset = CachedPairs(pairs, data.features, cfg.train.seed)
         net = decoder
     groups = [{"params": list(decoder.parameters()), "lr": cfg.train.lr}]
     if fine_tune:
@@ -151,83 +219,84 @@ def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps_per_epoch))
     if info.enabled:
         net = DistributedDataParallel(net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-
-    progress, history, best = Progress(), [], {"score": -math.inf, "epoch": -1, "bad_epochs": 0}
-    if previous is not None:
-        progress, history, best = _restore(previous, optimizer, scheduler, info)
-        log(info, f"resuming at epoch {progress.epoch + 1}, step {progress.step}")
-    if info.enabled:  # every process's RNG states, for last.pt (see Progress.rng_of_ranks)
-        progress.gather_rng = lambda: info.all_gather(rng_states(info.device))
-        progress.rng_of_ranks = progress.gather_rng()
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-    references = {records[i].image_id: records[i].raw for i in val_idx}
-    state = dict(cfg=cfg, model=model, ema=ema, vocab=vocab, optimizer=optimizer, scheduler=scheduler, out=out,
-                 contents=contents, train_images=len(train_idx), device=info.device)
+    ema = run.ema
     after_step = (lambda: ema.update_parameters(model if fine_tune else decoder)) if ema is not None else None
     loader_generator = torch.Generator()  # keeps DataLoader set-up away from the global RNG
-    stopped_early = False
-    for epoch in range(progress.epoch, cfg.train.epochs):
-        progress.epoch = epoch
-        batches = epoch_batches(units, cfg.train.batch_size, cfg.train.seed, epoch)[progress.step_in_epoch:]
+
+    def run_epoch(epoch: int) -> dict:
+        batches = epoch_batches(units, cfg.train.batch_size, cfg.train.seed, epoch)[run.progress.step_in_epoch:]
         shares = [b[info.rank::info.world] for b in batches]
         common = dict(grad_clip=cfg.train.grad_clip, device=info.device, show=info.is_main,
-                      description=f"epoch {epoch + 1}/{cfg.train.epochs}", after_step=after_step)
+                      description=f"epoch {epoch + 1}/{cfg.train.epochs}", after_step=after_step,
+                      gather=info.all_gather if info.enabled else None)
+        if scst:
+            return scst_one_epoch(net, decoder, optimizer, scheduler, list(zip(batches, shares)), data.features,
+                                  train_idx, image_refs, reward, vocab, run.progress, samples=cfg.train.scst_samples,
+                                  world=info.world, **common)
+        normalisers = [sum(len(pairs[i][1]) - 1 for i in b) / info.world for b in batches]
+        dataset.epoch = epoch
+        loader = DataLoader(dataset, batch_sampler=shares, collate_fn=collate, generator=loader_generator,
+                            num_workers=cfg.train.num_workers if fine_tune else 0)
+        return train_one_epoch(net, optimizer, scheduler, loader, normalisers, run.progress,
+                               label_smoothing=cfg.train.label_smoothing, **common)
+
+    run.optimizer, run.scheduler, run.run_epoch = optimizer, scheduler, run_epoch
+
+
+def _epochs(run: _Run) -> dict:
+    """Train from ``run.progress`` to the last epoch or an early stop; on Ctrl-C, save last.pt."""
+    cfg, info, out = run.cfg, run.info, run.out
+    # every process's RNG states at the start, in case the first step is interrupted
+    run.progress.rng_ranks = rng_of_ranks(info.device, info.all_gather if info.enabled else None)
+    stopped_early = False
+    for epoch in range(run.progress.epoch, cfg.train.epochs):
+        run.progress.epoch = epoch
         try:
-            if scst:
-                stats = scst_one_epoch(
-                    net, decoder, optimizer, scheduler, list(zip(batches, shares)), features, train_idx,
-                    image_refs, reward, vocab, progress, samples=cfg.train.scst_samples, world=info.world, **common,
-                )
-            else:
-                normalisers = [sum(len(pairs[i][1]) - 1 for i in b) / info.world for b in batches]
-                dataset.epoch = epoch
-                loader = DataLoader(dataset, batch_sampler=shares, collate_fn=collate, generator=loader_generator,
-                                    num_workers=cfg.train.num_workers if fine_tune else 0)
-                stats = train_one_epoch(net, optimizer, scheduler, loader, normalisers, progress,
-                                        label_smoothing=cfg.train.label_smoothing, **common)
+            stats = run.run_epoch(epoch)
         except KeyboardInterrupt:
             if info.is_main:
-                _save(state, out / "last.pt", progress, history, best)
-                log(info, f"interrupted at epoch {epoch + 1}, step {progress.step}; saved {out / 'last.pt'}; "
-                          "continue with --resume")
+                _save(run, out / "last.pt")
+                info.log(f"interrupted at epoch {epoch + 1}, step {run.progress.step}; saved {out / 'last.pt'}; "
+                         "continue with --resume")
             raise
         except NonFiniteLoss as error:
             raise _diverged(cfg, out, f"epoch {epoch + 1}: {error}") from None
-        if not _finite(model):
+        if not _finite(run.model):
             raise _diverged(cfg, out, f"epoch {epoch + 1}: the weights became NaN or infinite")
-        progress.epoch, progress.step_in_epoch = epoch + 1, 0
-        stop = False
-        if info.is_main:
-            published = _published(model, ema)
-            val_features = _val_features(published, features, val_idx, paths, cfg, info.device)
-            scores = _validate(published, vocab, val_features, [records[i].image_id for i in val_idx], references, cfg,
-                               info.device)
-            row = {"epoch": epoch + 1, "step": progress.step, "lr": scheduler.get_last_lr()[0], **stats, **scores}
-            history.append(row)
-            score = scores.get(cfg.train.val_metric, math.nan)
-            improved = score > best["score"]
-            if improved:
-                best.update(score=score, epoch=epoch + 1, bad_epochs=0)
-            else:
-                best["bad_epochs"] += 1
-            _save(state, out / "last.pt", progress, history, best)
-            if improved:
-                _save(state, out / "best.pt", progress, history, best)
-            _write_log(out / "log.csv", history)
-            log(info, f"epoch {epoch + 1}: loss {stats['train_loss']:.3f}, {stats['samples_per_s']:.0f} samples/s, "
-                      + ", ".join(f"{k} {v:.1f}" for k, v in scores.items())
-                      + (" (best)" if improved else ""))
-            stop = bool(cfg.train.early_stopping) and best["bad_epochs"] >= cfg.train.early_stopping
+        run.progress.epoch, run.progress.step_in_epoch = epoch + 1, 0
+        stop = _validate_and_save(run, stats) if info.is_main else False
         if info.broadcast_flag(stop):
             stopped_early = True
-            log(info, f"early stopping: no better {cfg.train.val_metric} for {cfg.train.early_stopping} epochs")
+            info.log(f"early stopping: no better {cfg.train.val_metric} for {cfg.train.early_stopping} epochs")
             break
     info.barrier()
-    return {"best_score": best["score"], "best_epoch": best["epoch"], "epochs_run": progress.epoch,
-            "stopped_early": stopped_early, "history": history, "out_dir": str(out)}
+    return {"best_score": run.best["score"], "best_epoch": run.best["epoch"], "epochs_run": run.progress.epoch,
+            "stopped_early": stopped_early, "history": run.history, "out_dir": str(out)}
+
+
+def _validate_and_save(run: _Run, stats: dict) -> bool:
+    """Rank 0, after an epoch: validate, log, save last.pt (and best.pt when better); whether to stop early."""
+    cfg, data, out, best, epoch = run.cfg, run.data, run.out, run.best, run.progress.epoch
+    published = _published(run.model, run.ema)
+    val_features = _val_features(published, data.features, data.val_idx, data.paths, cfg, run.info.device)
+    references = {data.records[i].image_id: data.records[i].raw for i in data.val_idx}
+    scores = _validate(published, run.vocab, val_features, [data.records[i].image_id for i in data.val_idx],
+                       references, cfg, run.info.device)
+    row = {"epoch": epoch, "step": run.progress.step, "lr": run.scheduler.get_last_lr()[0], **stats, **scores}
+    run.history.append(row)
+    score = scores.get(cfg.train.val_metric, math.nan)
+    improved = score > best["score"]
+    if improved:
+        best.update(score=score, epoch=epoch, bad_epochs=0)
+    else:
+        best["bad_epochs"] += 1
+    _save(run, out / "last.pt")
+    if improved:
+        _save(run, out / "best.pt")
+    _write_log(out / "log.csv", run.history)
+    run.info.log(f"epoch {epoch}: loss {stats['train_loss']:.3f}, {stats['samples_per_s']:.0f} samples/s, "
+                 + ", ".join(f"{k} {v:.1f}" for k, v in scores.items()) + (" (best)" if improved else ""))
+    return bool(cfg.train.early_stopping) and best["bad_epochs"] >= cfg.train.early_stopping
 
 
 def _schedule(cfg: Config, steps_per_epoch: int):
@@ -289,25 +358,6 @@ def _load_weights(model: CaptionModel, checkpoint: Checkpoint) -> None:
         model.encoder.fine_tuned = True
 
 
-def _restore(checkpoint: Checkpoint, optimizer, scheduler, info: Distributed) -> tuple[Progress, list, dict]:
-    """Optimizer, schedule, counters and RNG states from ``checkpoint``: each process takes
-    its own RNG states when the run had as many processes, else every process takes
-    process 0's (as a fresh run starts them all from one seed; not bit-exact then)."""
-    state = checkpoint.train_state
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    ranks = state.get("rng_ranks") or [{"cpu": state["rng_cpu"], "cuda": state.get("rng_cuda")}]
-    if len(ranks) == info.world:
-        set_rng_states(ranks[info.rank], info.device)
-    else:
-        set_rng_states(ranks[0], info.device)
-        log(info, f"--resume: last.pt holds the random-number states of {len(ranks)} process(es) and this run has "
-                  f"{info.world}: every process continues from process 0's, so the result is not bit-identical "
-                  "to an uninterrupted run")
-    progress = Progress(**state["progress"])
-    return progress, list(state["history"]), dict(state["best"])
-
-
 def _published(model: CaptionModel, ema) -> CaptionModel:
     """The weights that are validated and saved: the moving average when there is one."""
     if ema is None:
@@ -316,46 +366,22 @@ def _published(model: CaptionModel, ema) -> CaptionModel:
     return averaged if isinstance(averaged, CaptionModel) else CaptionModel(model.encoder, averaged)
 
 
-def _restore_ema(model: CaptionModel, ema, checkpoint: Checkpoint) -> None:
-    """On --resume the checkpoint's weights (already in ``ema``, copied from ``model``) are
-    the average; put the raw weights, kept in train_state, back into ``model``."""
-    raw = checkpoint.train_state["raw_weights"]
-    model.decoder.load_state_dict(raw["decoder"])
-    if raw.get("encoder") is not None:
-        model.encoder.load_state_dict(raw["encoder"])
-    ema.n_averaged.fill_(int(checkpoint.train_state["ema_n_averaged"]))
-
-
-def _save(state: dict, path: Path, progress: Progress, history: list, best: dict) -> None:
-    cfg, vocab, ema = state["cfg"], state["vocab"], state["ema"]
-    model = _published(state["model"], ema)
-    contents = state["contents"]
+def _save(run: _Run, path: Path) -> None:
+    cfg = run.cfg
+    model = _published(run.model, run.ema)
     training = {
         "config": cfg.to_dict(),
-        "epoch": progress.epoch, "step": progress.step, "best": dict(best), "history": history,
+        "epoch": run.progress.epoch, "step": run.progress.step, "best": dict(run.best), "history": run.history,
         "data": {"name": cfg.data.name, "format": cfg.data.format, "path": cfg.data.path,
-                 "train_images": state["train_images"], "problems": len(contents.problems),
+                 "train_images": len(run.data.train_idx), "problems": len(run.data.contents.problems),
                  "manifest": _manifest(cfg.data.path)},
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    rng = progress.rng_before_step or rng_states(state["device"])
-    train_state = {
-        "optimizer": state["optimizer"].state_dict(), "scheduler": state["scheduler"].state_dict(),
-        "rng_cpu": rng["cpu"], "rng_cuda": rng["cuda"],
-        # every process's states, this one's first (the others were gathered after their last step)
-        "rng_ranks": [rng, *(progress.rng_of_ranks or [])[1:]],
-        "progress": progress.counters(), "history": history, "best": dict(best),
-    }
-    if ema is not None:
-        raw = state["model"]
-        train_state["raw_weights"] = {
-            "decoder": raw.decoder.state_dict(),
-            "encoder": raw.encoder.state_dict() if cfg.train.fine_tune_encoder else None,
-        }
-        train_state["ema_n_averaged"] = int(ema.n_averaged)
+    train_state = TrainState.capture(run.optimizer, run.scheduler, run.progress, run.history, run.best, run.model,
+                                     run.ema, cfg.train.fine_tune_encoder)
     checkpoint = make_checkpoint(
         encoder_spec=model.encoder.spec.to_dict(), decoder_config=model.decoder.config.to_dict(),
-        decoder_state=model.decoder.state_dict(), vocab=vocab.to_dict(),
+        decoder_state=model.decoder.state_dict(), vocab=run.vocab.to_dict(),
         encoder_state=model.encoder_state_to_save(), decoding=cfg.decode.to_dict(), training=training,
         train_state=train_state, half=cfg.train.half_checkpoint,
     )
@@ -418,5 +444,5 @@ def _report_problems(info: Distributed, problems, out: Path, strict: bool) -> No
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "data_problems.txt", "".join(f"{p}\n" for p in problems))
         shown = "\n".join(f"  {p}" for p in problems[:5])
-        log(info, f"data: {len(problems)} bad records reported and skipped, e.g.:\n{shown}\n"
+        info.log(f"data: {len(problems)} bad records reported and skipped, e.g.:\n{shown}\n"
                   f"  (all of them in {out / 'data_problems.txt'})")

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models.recurrent import rnn_backward_without_cudnn
-from .loop import optimizer_step, rng_states
+from .loop import training_step
 
 
 class CiderReward:
@@ -125,7 +125,7 @@ def scst_one_epoch(sampler, decoder, optimizer, scheduler, batches: list[tuple[l
                    features: np.ndarray,
                    rows: list[int], references: list[list[list[str]]], reward: CiderReward, vocab, progress, *,
                    samples: int, world: int, grad_clip: float, device: torch.device, show: bool,
-                   description: str = "", after_step=None) -> dict:
+                   description: str = "", after_step=None, gather=None) -> dict:
     """One pass over the training images.
 
     ``batches`` are (global batch, this process's share) pairs of indices into
@@ -134,13 +134,13 @@ def scst_one_epoch(sampler, decoder, optimizer, scheduler, batches: list[tuple[l
     captions, so the averaged gradients equal those of one process. ``sampler`` may be
     ``decoder``'s CaptionSampler or its DistributedDataParallel wrapper. Dropout is off:
     captions are sampled from, and differentiated under, the same distribution.
+    ``after_step`` and ``gather`` are :func:`~captioner.training.loop.training_step`'s.
     """
     decoder.eval()
     total_reward, total_captions, total_loss, steps = 0.0, 0, 0.0, 0
     start = time.perf_counter()
     bar = tqdm(total=len(batches), desc=description, unit="batch", disable=not show, leave=False)
     for global_batch, share in batches:
-        progress.rng_before_step = rng_states(device)
         chosen = np.asarray(features[[rows[i] for i in share], 0], dtype=np.float32)
         sequence, log_prob, _ = sampler(torch.from_numpy(chosen).to(device), samples)
         scores = torch.tensor([
@@ -150,7 +150,8 @@ def scst_one_epoch(sampler, decoder, optimizer, scheduler, batches: list[tuple[l
         baseline = (scores.sum(dim=1, keepdim=True) - scores) / max(1, samples - 1)
         advantage = (scores - baseline).view(-1)
         loss = -(advantage * log_prob).sum() / (len(global_batch) * samples / world)
-        optimizer_step(loss, optimizer, scheduler, progress, grad_clip, after_step)
+        training_step(loss, optimizer, scheduler, progress, grad_clip=grad_clip, device=device, gather=gather,
+                      after_step=after_step)
         total_loss += loss.item()
         steps += 1
         total_reward += float(scores.sum())
