@@ -253,6 +253,17 @@ def test_cli_train_reports_config_mistakes(shapes, tmp_path, capsys):
     assert "unknown config key train.epoch (did you mean train.epochs?)" in capsys.readouterr().err
 
 
+def test_an_out_dir_that_cannot_be_written_is_one_line_before_any_work(shapes, tmp_path, capsys):
+    (tmp_path / "a file").write_text("in the way")
+    for out, message in ((tmp_path / ("x" * 300), "the name is too long for the file system"),
+                         (tmp_path / "a file", "it is a file, not a folder")):
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(settings(shapes, out)))
+        assert main(["train", "--config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("key", ["lr", "encoder_lr"])
 def test_cli_train_refuses_a_huge_finite_learning_rate_in_one_line(shapes, tmp_path, capsys, key):
     # 1e39 is a finite double but overflows float32: AdamW's update raised a RuntimeError

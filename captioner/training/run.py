@@ -32,7 +32,7 @@ from ..data.cache import FeatureCache
 from ..data.datasets import DatasetContents, read_dataset
 from ..data.vocab import Vocabulary
 from ..decoding import decode_texts
-from ..fileio import write_text_atomic
+from ..fileio import check_writable, write_text_atomic
 from ..metrics import java_available, score_captions
 from ..models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
 from .batches import CachedPairs, ImagePairs, caption_pairs, collate, epoch_batches
@@ -100,6 +100,7 @@ def train(config: Config, resume: bool = False) -> dict:
 def _train(cfg: Config, resume: bool, info: Distributed) -> dict:
     """The stages: settings, data, model, features, objective and optimiser, epochs."""
     out = Path(cfg.train.out_dir)
+    check_writable(out, folder=True)  # a name too long, a file in the way: one line before any work
     torch.manual_seed(cfg.train.seed)
     previous = _resume_point(cfg, out) if resume else None
     _check_settings(cfg, resume)
