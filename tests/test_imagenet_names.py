@@ -91,6 +91,55 @@ def test_person_classes(by_label, label):
     assert by_label[label]["person"] and by_label[label]["concept"] is None
 
 
+def ancestors(names, concept):
+    chain = [concept]
+    while names["concepts"][chain[-1]]["parent"] is not None:
+        chain.append(names["concepts"][chain[-1]]["parent"])
+    return chain
+
+
+# Reviewed class by class (issue "Captions that are right", point 11): what the thing in the
+# photo is called, and what it is, up the concept tree.
+@pytest.mark.parametrize("label, chain", [
+    ("gibbon", ["gibbon", "ape", "animal"]),  # apes, not monkeys
+    ("siamang", ["gibbon", "ape", "animal"]),  # the largest gibbon
+    ("chimpanzee", ["chimpanzee", "ape", "animal"]),
+    ("killer whale", ["orca", "whale", "animal"]),
+    ("grey whale", ["whale", "animal"]),
+    ("stingray", ["stingray", "ray", "fish", "animal"]),
+    ("electric ray", ["ray", "fish", "animal"]),
+    ("gazelle", ["gazelle", "antelope", "animal"]),
+    ("impala", ["antelope", "animal"]),
+    ("harvestman", ["harvestman", "animal"]),  # an arachnid, not a spider
+    ("isopod", ["isopod", "animal"]),  # a crustacean (woodlouse), not a bug
+    ("chambered nautilus", ["nautilus", "animal"]),  # a mollusc, not a seashell
+    ("conch", ["seashell"]),
+])
+def test_reviewed_concepts(names, by_label, label, chain):
+    assert ancestors(names, by_label[label]["concept"]) == chain
+
+
+@pytest.mark.parametrize("concept, present, absent", [
+    ("orca", {"killer whale"}, set()),
+    ("isopod", {"woodlouse", "pill bug"}, set()),
+    ("nautilus", {"chambered nautilus"}, set()),
+])
+def test_reviewed_synonyms(names, concept, present, absent):
+    synonyms = set(names["concepts"][concept]["synonyms"])
+    assert present <= synonyms and not absent & synonyms
+
+
+@pytest.mark.parametrize("word", ["bug"])
+def test_misleading_words_name_no_concept(names, word):
+    forms = {f for name, c in names["concepts"].items() for f in (name, c["plural"], *c["synonyms"])}
+    assert word not in forms
+
+
+def test_reviewed_plurals(names):
+    assert names["concepts"]["harvestman"]["plural"] == "harvestmen"
+    assert names["concepts"]["nautilus"]["plural"] == "nautiluses"
+
+
 def test_class_concepts_exist_and_are_not_generic(names):
     concepts = names["concepts"]
     for entry in names["classes"]:
