@@ -137,13 +137,17 @@ def test_reviewed_concepts(names, by_label, label, chain):
     ("nautilus", {"chambered nautilus"}, set()),
     ("scabbard", {"sheath"}, set()),
     ("letter opener", {"paper knife"}, set()),
+    ("rooster", {"cockerel"}, {"cock"}),  # vulgar, a tap, a gun's hammer
+    ("sneaker", {"running shoe"}, {"trainer"}),  # one who trains (US)
+    ("tram", {"streetcar"}, {"trolley"}),  # a shopping or luggage cart (UK)
+    ("truck", set(), {"lorry"}),  # British only, and a horse-drawn wagon
 ])
 def test_reviewed_synonyms(names, concept, present, absent):
     synonyms = set(names["concepts"][concept]["synonyms"])
     assert present <= synonyms and not absent & synonyms
 
 
-@pytest.mark.parametrize("word", ["sword", "bug"])
+@pytest.mark.parametrize("word", ["cock", "trainer", "trolley", "lorry", "sword", "bug"])
 def test_misleading_words_name_no_concept(names, word):
     forms = {f for name, c in names["concepts"].items() for f in (name, c["plural"], *c["synonyms"])}
     assert word not in forms
