@@ -6,11 +6,11 @@ ImageNet class, and rows of classes that look alike point the same way. So, in o
 1. a phrase whose last word is known stands in as that word ("polar bear" -> "bear"):
    the head noun fixes how the caption goes on;
 2. a word that names a concept of :mod:`captioner.guidance.names` stands in as a known word
-   of that same concept ("kitty" -> "cat", "aeroplane" -> "airplane"), in the plural when
-   the word is a plural: never as another concept's word;
-3. a concept the vocabulary has no word for stands in as the known concept whose classifier
-   rows (their mean, normalised) are most similar to its own ("kangaroo" -> the known
-   animal that looks most like a wallaby);
+   of that same concept ("kitty" -> "cat", "aeroplane" -> "plane"), or else of the nearest
+   concept above it ("gibbon" -> "ape", or "animal"), in the plural when the word is a
+   plural: never as a word of another branch, so the caption is scored as something true;
+3. a concept with no known word on its way up stands in as the known concept whose
+   classifier rows (their mean, normalised) are most similar to its own;
 4. anything else (no classifier head, a word ImageNet has no class for) stands in as the
    most frequent known concept name of the vocabulary (its lowest id, as vocabularies are
    ordered by frequency).
@@ -44,7 +44,7 @@ def choose_proxies(words: Iterable[str], vocab: Vocabulary, encoder=None,
             proxies[word] = vocab.stoi[tokens[-1]]
             continue
         concept = names.concept_of_word(word)
-        own = _own_word(word, concept, vocab) if concept is not None else None
+        own = _own_word(word, concept, vocab, names) if concept is not None else None
         if own is not None:
             proxies[word] = vocab.stoi[own]
             continue
@@ -62,10 +62,13 @@ def choose_proxies(words: Iterable[str], vocab: Vocabulary, encoder=None,
     return proxies
 
 
-def _own_word(word: str, concept, vocab: Vocabulary) -> str | None:
-    """A vocabulary word of ``word``'s own concept: the plural for a plural, else its name, then
-    its synonyms."""
-    forms = (concept.plural,) if word == concept.plural and concept.plural != concept.name else concept.words
+def _own_word(word: str, concept, vocab: Vocabulary, names: ImageNetNames) -> str | None:
+    """A vocabulary word of ``word``'s own concept or, failing that, of the nearest concept above
+    it: the name, then the synonyms; for a plural, the plurals first."""
+    plural = word == concept.plural and concept.plural != concept.name
+    chain = [names.concepts[name] for name in names.ancestors(concept.name)]
+    forms = [c.plural for c in chain] if plural else []
+    forms += [form for c in chain for form in c.words]
     return next((form for form in forms if form in vocab), None)
 
 
