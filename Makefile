@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The whole suite, slow tests included (what CI runs): under 8 minutes on an idle 2-core machine, and no
+# The whole suite, slow tests included (what CI runs): about 4 minutes on an idle 2-core machine (8 at most), and no
 # test has a time limit that a busy machine can reach. test-fast leaves out the tests marked slow
 # (over about 10 s each; pyproject.toml), for quick local runs.
 test: $(STAMP)

@@ -43,7 +43,6 @@ def test_smoke_bench_runs_every_row_and_writes_the_table(tmp_path):
     assert (tmp_path / "corpus" / "8-640x480-0" / ".complete").is_file()  # the corpus went where it was told
 
 
-@pytest.mark.slow
 def test_smoke_device_table_runs_on_the_cpu(tmp_path):
     _run(tmp_path, "--device", "cpu", "--out", str(tmp_path / "RESULTS-cpu.md"))
     results = json.loads((tmp_path / "results-cpu.json").read_text())

@@ -59,7 +59,6 @@ def images(tmp_path_factory):
     return folder
 
 
-@pytest.mark.slow
 def test_two_processes_building_one_cache_both_get_the_complete_features(tmp_path, images):
     encoder = build_encoder(EncoderSpec())
     paths = sorted(str(p) for p in images.iterdir())

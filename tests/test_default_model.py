@@ -54,7 +54,6 @@ def _fenced_block_after(text: str, marker: str) -> str:
     return match.group(1)
 
 
-@pytest.mark.slow
 def test_readme_demo_output_is_what_the_demo_prints(examples_dir):
     readme = (ROOT / "README.md").read_text()
     quoted = _fenced_block_after(readme, "`captioner caption examples/`, which prints:")
