@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo bench bench-quick offline-data clean
+.PHONY: install test test-fast demo bench bench-quick bench-smoke offline-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,14 +14,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The whole suite, slow tests included (what CI runs): about 4 minutes on an idle 2-core machine (8 at most), and no
+# test has a time limit that a busy machine can reach. test-fast leaves out the tests marked slow
+# (over about 10 s each; pyproject.toml), for quick local runs.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/captioner caption examples/
 
 # Benchmarks: writes bench/RESULTS.md (about 10 minutes on a 2-core CPU; bench-quick: small sizes), and
-# with a CUDA GPU also the device table bench/RESULTS-cuda.md.
+# with a CUDA GPU also the device table bench/RESULTS-cuda.md. bench-smoke runs one tiny case of each row
+# (about a minute, mostly starting the fresh processes that rows 4, 7 and 8 measure; tests/test_bench.py runs it).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
@@ -29,6 +36,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --quick --out bench/.quick/RESULTS.md
+
+bench-smoke: $(STAMP)
+	$(BIN)/python bench/run.py --smoke --out bench/.quick/RESULTS-smoke.md
 
 # The offline training data: installs Debian/npm packages (needs root or sudo), builds offline_data/,
 # then adds two composite views per training image (offline_data/dataset_offline_composite.json).

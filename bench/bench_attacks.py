@@ -8,7 +8,7 @@ computed once and given to both, so neither pays for an extra forward pass) and,
 PGD, the same seed before each run. The two sides alternate, after one warm-up run
 each, and the medians are compared.
 
-    python bench/bench_attacks.py [--quick] [--json]
+    python bench/bench_attacks.py [--quick | --smoke] [--json]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from modes import add_mode_flags, mode_flag  # noqa: E402
 
 from captioner.attacks import FGSM, PGD, PixelClassifier  # noqa: E402
 from captioner.data.preprocess import pil_to_tensor  # noqa: E402
@@ -64,13 +66,13 @@ def _compare(name: str, ours, theirs, repeats: int, command: str, notes: str) ->
     }
 
 
-def rows(quick: bool = False) -> list[dict]:
-    batch, steps, repeats = (4, 3, 3) if quick else (8, 10, 5)
+def rows(mode: str = "full") -> list[dict]:
+    batch, steps, repeats = {"full": (8, 10, 5), "quick": (4, 3, 3), "smoke": (1, 2, 1)}[mode]
     model = PixelClassifier(build_encoder(EncoderSpec()))
     images = _batch(batch)
     with torch.no_grad():
         labels = model(images).argmax(dim=1)
-    command = "python bench/bench_attacks.py" + (" --quick" if quick else "")
+    command = "python bench/bench_attacks.py" + mode_flag(mode)
     where = f"Lite0 + preprocessing, batch {batch} x 224 px"
     fgsm = _compare("FGSM", lambda: FGSM(model, 2 / 255)(images, labels),
                     lambda: torchattacks.FGSM(model, 2 / 255)(images, labels),
@@ -83,10 +85,10 @@ def rows(quick: bool = False) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller batch, fewer steps and repeats")
+    add_mode_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args()
-    results = rows(quick=args.quick)
+    results = rows(args.mode)
     if args.json:
         print(json.dumps(results, indent=2))
         return

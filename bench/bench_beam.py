@@ -1,7 +1,7 @@
 """Beam search against a common anchor: the one-image beam search of
 sgrvinod/a-PyTorch-Tutorial-to-Image-Captioning (``caption.py``, ``caption_image_beam_search``).
 
-    python bench/bench_beam.py [--quick]
+    python bench/bench_beam.py [--quick | --smoke]
 
 Both sides run the bundled model's decoder on the features of the same JPEG photos, on one
 torch thread. The anchor, written out below on our weights without its attention (this
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from common import alternate, corpus, run_rows
+from modes import mode_flag
 
 from captioner import Captioner  # noqa: E402
 from captioner.data.images import load_image  # noqa: E402
@@ -85,10 +86,10 @@ def anchor_beam_search(decoder, cell, features: torch.Tensor, start_id: int, end
     return [w for w in best[1:] if w != end_id]
 
 
-def row(beam: int, batch: int, quick: bool) -> dict:
-    if quick:
+def row(beam: int, batch: int, mode: str) -> dict:
+    if mode != "full":
         batch = min(batch, 16)
-    count, repeats = (16, 1) if quick else (max(64, batch), 3)
+    count, repeats = {"full": (max(64, batch), 3), "quick": (16, 1), "smoke": (4, 1)}[mode]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -125,15 +126,15 @@ def row(beam: int, batch: int, quick: bool) -> dict:
         "baseline_value": round(count / t_anchor, 1), "ours_value": round(count / t_ours, 1), "unit": "img/s",
         "ratio": round(ratio, 2), "ratio_is": "speed-up",
         "target": "report only (17-28x was measured on the 16-core GPU machine's CPU)", "met": None,
-        "command": "python bench/bench_beam.py" + (" --quick" if quick else ""),
+        "command": "python bench/bench_beam.py" + mode_flag(mode),
         "notes": f"{count} photos of the bench corpus, bundled model, 1 torch thread, length penalty 0, step limit "
                  f"{max_length + 1}; same caption from both for {same} of {count}; medians of {repeats} "
                  "alternating runs",
     }
 
 
-def rows(quick: bool = False) -> list[dict]:
-    return [row(3, BATCH, quick), row(5, BATCH, quick), row(5, 256, quick)]
+def rows(mode: str = "full") -> list[dict]:
+    return [row(3, BATCH, mode), row(5, BATCH, mode), row(5, 256, mode)]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Captioning speed and memory: end to end vs the encoder alone, batched vs per-image beam
 search, peak memory on 100 vs 1,000 images, guided vs unguided captioning.
 
-    python bench/bench_captioning.py [--quick]
+    python bench/bench_captioning.py [--quick | --smoke]
 
 Uses the bundled default checkpoint and JPEG files made from the example photos.
 """
@@ -16,6 +16,7 @@ import sys
 import torch
 
 from common import ROOT, alternate, corpus, run_rows
+from modes import mode_flag
 
 from captioner import Captioner  # noqa: E402
 from captioner.api import default_reader_processes  # noqa: E402
@@ -31,8 +32,8 @@ def _pixels(captioner, paths) -> torch.Tensor:
     return torch.stack([preprocess(load_image(p), captioner.preprocessing) for p in paths])
 
 
-def row_end_to_end(quick: bool = False) -> dict:
-    count, repeats = (64, 1) if quick else (256, 3)
+def row_end_to_end(mode: str = "full") -> dict:
+    count, repeats = {"full": (256, 3), "quick": (64, 1), "smoke": (4, 1)}[mode]
     paths = [str(p) for p in corpus(count)]
     captioner = Captioner.from_checkpoint(device="cpu")
     pixels = _pixels(captioner, paths)  # decoded and preprocessed up front: not timed
@@ -58,13 +59,13 @@ def row_end_to_end(quick: bool = False) -> dict:
         "baseline_value": round(count / t_encoder, 1), "ours_value": round(count / t_e2e, 1), "unit": "img/s",
         "ratio": round(ratio, 2), "ratio_is": "end-to-end throughput / encoder-only throughput",
         "target": ">= 0.8x", "met": ratio >= 0.8,
-        "command": "python bench/bench_captioning.py" + (" --quick" if quick else ""),
+        "command": "python bench/bench_captioning.py" + mode_flag(mode),
         "notes": f"batch {BATCH}, {workers} reader process(es), medians of {repeats} alternating runs",
     }
 
 
-def row_beam(quick: bool = False) -> dict:
-    count, repeats = (64, 1) if quick else (256, 3)
+def row_beam(mode: str = "full") -> dict:
+    count, repeats = {"full": (256, 3), "quick": (64, 1), "smoke": (4, 1)}[mode]
     paths = [str(p) for p in corpus(count)]
     captioner = Captioner.from_checkpoint(device="cpu")
     with torch.no_grad():
@@ -90,15 +91,15 @@ def row_beam(quick: bool = False) -> dict:
         "ours": f"beam 3, batches of {BATCH} images ({BATCH * 3} rows per step)",
         "baseline_value": round(count / t_single, 1), "ours_value": round(count / t_batched, 1), "unit": "img/s",
         "ratio": round(ratio, 2), "ratio_is": "speed-up", "target": ">= 3x", "met": ratio >= 3,
-        "command": "python bench/bench_captioning.py" + (" --quick" if quick else ""),
+        "command": "python bench/bench_captioning.py" + mode_flag(mode),
         "notes": f"same captions from both: {'yes' if same else 'NO'}; medians of {repeats} alternating runs",
     }
 
 
-def row_guided(quick: bool = False) -> dict:
+def row_guided(mode: str = "full") -> dict:
     """``captioner caption DIR`` with the default settings (guided by the ImageNet classifier)
     against the same with ``--guide none``."""
-    count, repeats = (64, 1) if quick else (256, 3)
+    count, repeats = {"full": (256, 3), "quick": (64, 1), "smoke": (4, 1)}[mode]
     paths = [str(p) for p in corpus(count)]
     captioner = Captioner.from_checkpoint(device="cpu")
     workers = default_reader_processes(count, BATCH)
@@ -121,7 +122,7 @@ def row_guided(quick: bool = False) -> dict:
         "baseline_value": round(count / t_plain, 1), "ours_value": round(count / t_guided, 1), "unit": "img/s",
         "ratio": round(ratio, 2), "ratio_is": "guided throughput / unguided throughput",
         "target": ">= 0.7x", "met": ratio >= 0.7,
-        "command": "python bench/bench_captioning.py" + (" --quick" if quick else ""),
+        "command": "python bench/bench_captioning.py" + mode_flag(mode),
         "notes": f"words forced in {forced['images']} of {count} images; medians of {repeats} alternating runs",
     }
 
@@ -138,9 +139,8 @@ def _peak_rss_mb(count: int) -> float:
     return peak
 
 
-def row_memory(quick: bool = False) -> dict:
-    small, large = (50, 250) if quick else (100, 1000)
-    runs = 1 if quick else 3
+def row_memory(mode: str = "full") -> dict:
+    small, large, runs = {"full": (100, 1000, 3), "quick": (50, 250, 1), "smoke": (4, 8, 1)}[mode]
     peaks_small, peaks_large = [], []
     for _ in range(runs):  # alternately; one run's sampled peak varies by about 10% (the allocator)
         peaks_small.append(_peak_rss_mb(small))
@@ -153,7 +153,7 @@ def row_memory(quick: bool = False) -> dict:
         "baseline_value": round(rss_small), "ours_value": round(rss_large), "unit": "MB peak",
         "ratio": round(growth, 3), "ratio_is": "peak memory ratio",
         "target": "<= 1.10x and < 1,536 MB", "met": growth <= 1.10 and rss_large < 1536,
-        "command": "python bench/bench_captioning.py" + (" --quick" if quick else ""),
+        "command": "python bench/bench_captioning.py" + mode_flag(mode),
         "notes": "peak memory of the command's process tree (sum of PSS, so pages a forked image reader shares "
                  f"with its parent count once), sampled every 20 ms; medians of {runs} alternating fresh processes "
                  f"per side (peaks: {', '.join(f'{p:.0f}' for p in peaks_small)} and "
@@ -178,9 +178,9 @@ print(tuned, {batch} / times[len(times) // 2])
 """
 
 
-def _encoder_throughput(tuned: bool, repeats: int) -> tuple[bool, float]:
+def _encoder_throughput(tuned: bool, repeats: int, batch: int) -> tuple[bool, float]:
     env = {**os.environ, "CAPTIONER_MALLOC": "tuned" if tuned else "default"}
-    out = subprocess.run([sys.executable, "-c", ENCODER_SCRIPT.format(batch=BATCH, repeats=repeats)],
+    out = subprocess.run([sys.executable, "-c", ENCODER_SCRIPT.format(batch=batch, repeats=repeats)],
                          capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"encoder throughput script failed: {out.stderr.strip()[-2000:]}")
@@ -188,31 +188,31 @@ def _encoder_throughput(tuned: bool, repeats: int) -> tuple[bool, float]:
     return flag == "True", float(rate)
 
 
-def row_allocator(quick: bool = False) -> dict:
+def row_allocator(mode: str = "full") -> dict:
     """The encoder's throughput in a fresh process with glibc's defaults vs tune_allocator()."""
-    runs, repeats = (1, 2) if quick else (3, 5)
+    runs, repeats, batch = {"full": (3, 5, BATCH), "quick": (1, 2, BATCH), "smoke": (1, 1, 2)}[mode]
     default, tuned, applied = [], [], []
     for _ in range(runs):
-        default.append(_encoder_throughput(False, repeats)[1])
-        flag, rate = _encoder_throughput(True, repeats)
+        default.append(_encoder_throughput(False, repeats, batch)[1])
+        flag, rate = _encoder_throughput(True, repeats, batch)
         tuned.append(rate)
         applied.append(flag)
     baseline, ours = statistics.median(default), statistics.median(tuned)
     return {
         "row": "8. Encoder throughput, glibc malloc defaults vs captioner.runtime.tune_allocator",
-        "baseline": f"Lite0 forward, batch {BATCH} x 224 px, CAPTIONER_MALLOC=default",
+        "baseline": f"Lite0 forward, batch {batch} x 224 px, CAPTIONER_MALLOC=default",
         "ours": "the same with the raised mmap threshold (what the CLI and Captioner do)",
         "baseline_value": round(baseline, 1), "ours_value": round(ours, 1), "unit": "img/s",
         "ratio": round(ours / baseline, 2), "ratio_is": "speed-up",
         "target": "report only", "met": None,
-        "command": "python bench/bench_captioning.py" + (" --quick" if quick else ""),
+        "command": "python bench/bench_captioning.py" + mode_flag(mode),
         "notes": f"medians over {runs} alternating fresh processes of the median of {repeats} batches each; "
                  f"allocator tuned: {'yes' if all(applied) else 'no (not glibc)'}",
     }
 
 
-def rows(quick: bool = False) -> list[dict]:
-    return [row_end_to_end(quick), row_beam(quick), row_memory(quick), row_allocator(quick), row_guided(quick)]
+def rows(mode: str = "full") -> list[dict]:
+    return [row_end_to_end(mode), row_beam(mode), row_memory(mode), row_allocator(mode), row_guided(mode)]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Greedy decoding against the simplest anchor: the sampling loop of yunjey/pytorch-tutorial.
 
-    python bench/bench_greedy.py [--quick]
+    python bench/bench_greedy.py [--quick | --smoke]
 
 Both sides run the same weights (embedding 256, LSTM 512, vocabulary 3,221; random, with
 ``<end>`` made impossible so that both run every step): the tutorial's ``DecoderRNN.sample``
@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from common import alternate, run_rows
+from modes import mode_flag
 
 from captioner.decoding import greedy  # noqa: E402
 from captioner.models.stepping import LSTMStepper  # noqa: E402
@@ -64,8 +65,8 @@ def compare(batch: int, repeats: int, device="cpu") -> tuple[float, float]:
     return alternate(lambda: tutorial_sample(decoder, features), lambda: ours(decoder, features), repeats)
 
 
-def row(batch: int, quick: bool) -> dict:
-    repeats = 5 if quick else 41
+def row(batch: int, mode: str) -> dict:
+    repeats = {"full": 41, "quick": 5, "smoke": 1}[mode]
     t_tutorial, t_ours = compare(batch, repeats)
     notes = (f"{STEPS} LSTM steps on each side, same weights, CPU; medians of {repeats} alternating runs; "
              "the tutorial's nn.LSTM with its default kernel, greedy's step from the input-gate table "
@@ -77,13 +78,13 @@ def row(batch: int, quick: bool) -> dict:
         "ours": f"captioner.decoding.greedy, same sizes, batch {batch}",
         "baseline_value": round(batch / t_tutorial, 1), "ours_value": round(batch / t_ours, 1), "unit": "img/s",
         "ratio": round(ratio, 2), "ratio_is": "speed-up", "target": ">= 1.0x", "met": ratio >= 1.0,
-        "command": "python bench/bench_greedy.py" + (" --quick" if quick else ""),
+        "command": "python bench/bench_greedy.py" + mode_flag(mode),
         "notes": notes,
     }
 
 
-def rows(quick: bool = False) -> list[dict]:
-    return [row(1, quick), row(64, quick)]
+def rows(mode: str = "full") -> list[dict]:
+    return [row(1, mode), row(64, mode)]
 
 
 if __name__ == "__main__":

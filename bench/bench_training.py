@@ -1,7 +1,7 @@
 """Training speed: cached features vs re-running the frozen encoder every epoch, and
 multi-process training with torchrun on 1 and 2 processes.
 
-    python bench/bench_training.py [--quick]
+    python bench/bench_training.py [--quick | --smoke]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from common import alternate, caption_of, corpus, run_rows
+from modes import mode_flag
 
 from captioner.data.cache import FeatureCache  # noqa: E402
 from captioner.data.datasets import CaptionRecord  # noqa: E402
@@ -36,8 +37,8 @@ def _records(paths: list[Path]) -> list[CaptionRecord]:
             for p in paths]
 
 
-def row_cached_features(quick: bool = False) -> dict:
-    count, repeats = (64, 1) if quick else (512, 3)
+def row_cached_features(mode: str = "full") -> dict:
+    count, repeats = {"full": (512, 3), "quick": (64, 1), "smoke": (8, 1)}[mode]
     paths = corpus(count)
     records = _records(paths)
     vocab = Vocabulary.build(t for r in records for t in r.tokens)
@@ -70,7 +71,7 @@ def row_cached_features(quick: bool = False) -> dict:
         "ours": f"features from the cache, then the same decoder step ({count} images)",
         "baseline_value": round(t_images, 2), "ours_value": round(t_cache, 3), "unit": "s/epoch",
         "ratio": round(ratio, 1), "ratio_is": "speed-up", "target": ">= 20x", "met": ratio >= 20,
-        "command": "python bench/bench_training.py" + (" --quick" if quick else ""),
+        "command": "python bench/bench_training.py" + mode_flag(mode),
         "notes": f"batch {BATCH}, LSTM 512, same train_one_epoch code on both sides; medians of {repeats} alternating "
                  "epochs; building the cache (one encoder pass) is a one-off cost, not included",
     }
@@ -89,8 +90,8 @@ def _torchrun(config: Path, processes: int) -> float:
         return statistics.median(float(row["samples_per_s"]) for row in csv.DictReader(handle))
 
 
-def row_multiprocess(quick: bool = False) -> dict:
-    count, epochs, repeats = (96, 2, 1) if quick else (512, 4, 2)
+def row_multiprocess(mode: str = "full") -> dict:
+    count, epochs, repeats = {"full": (512, 4, 2), "quick": (96, 2, 1), "smoke": (8, 1, 1)}[mode]
     paths = corpus(count)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
@@ -106,7 +107,8 @@ def row_multiprocess(quick: bool = False) -> dict:
                       "device": "cpu",
                       "batch_size": BATCH, "early_stopping": 0},
         }))
-        _torchrun(config, 1)  # builds the feature cache; its time is not measured
+        if mode != "smoke":  # in smoke mode the first measured run builds the cache (its figures are not used)
+            _torchrun(config, 1)  # builds the feature cache; its time is not measured
         one, two = [], []
         for _ in range(repeats):
             one.append(_torchrun(config, 1))
@@ -118,14 +120,14 @@ def row_multiprocess(quick: bool = False) -> dict:
         "baseline_value": round(single, 1), "ours_value": round(per_process, 1), "unit": "samples/s",
         "ratio": round(2 * per_process / single, 2), "ratio_is": "total throughput of 2 processes / 1 process",
         "target": "report only (2 cores: little gain expected)", "met": None,
-        "command": "python bench/bench_training.py" + (" --quick" if quick else ""),
+        "command": "python bench/bench_training.py" + mode_flag(mode),
         "notes": f"{count} images, {epochs} epochs, global batch {BATCH}, cached features, median over epochs "
                  f"and {repeats} run(s) per side; OMP threads split between processes",
     }
 
 
-def rows(quick: bool = False) -> list[dict]:
-    return [row_cached_features(quick), row_multiprocess(quick)]
+def rows(mode: str = "full") -> list[dict]:
+    return [row_cached_features(mode), row_multiprocess(mode)]
 
 
 if __name__ == "__main__":

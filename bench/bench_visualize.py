@@ -9,7 +9,7 @@ The measurement runs on one torch thread unless told otherwise: on a 2-core mach
 other jobs share, two OpenMP threads stall on each other, which makes every small
 single-image step many times slower (and the ratio meaninglessly large).
 
-    python bench/bench_visualize.py [--quick] [--threads N]
+    python bench/bench_visualize.py [--quick | --smoke] [--threads N]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from modes import add_mode_flags, mode_flag  # noqa: E402
+
 from captioner.models import EncoderSpec, build_encoder  # noqa: E402
 from captioner.visualization import visualize_filters  # noqa: E402
 
@@ -40,17 +42,17 @@ def _timed(fn):
     return time.perf_counter() - start, result
 
 
-def row_filters(quick: bool = False, threads: int = 1) -> dict:
+def row_filters(mode: str = "full", threads: int = 1) -> dict:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _measure(quick)
+        return _measure(mode)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _measure(quick: bool) -> dict:
-    steps, size, repeats = (4, 64, 2) if quick else (24, 128, 3)
+def _measure(mode: str) -> dict:
+    steps, size, repeats = {"full": (24, 128, 3), "quick": (4, 64, 2), "smoke": (1, 32, 1)}[mode]
     encoder = build_encoder(EncoderSpec())
     options = dict(steps=steps, size=size, seed=0, progress=False)
     visualize_filters(encoder, LAYER, CHANNELS[:2], steps=1, size=size, progress=False)  # warm-up
@@ -73,7 +75,7 @@ def _measure(quick: bool) -> dict:
         "ratio": round(ratio, 2),
         "target": f">= {TARGET:g}x",
         "met": ratio >= TARGET,
-        "command": "python bench/bench_visualize.py" + (" --quick" if quick else "")
+        "command": "python bench/bench_visualize.py" + mode_flag(mode)
                    + ("" if torch.get_num_threads() == 1 else f" --threads {torch.get_num_threads()}"),
         "notes": (f"medians of {repeats} alternating repeats on {torch.get_num_threads()} torch thread(s), seed 0; "
                   f"largest pixel difference between the batched and the separate images: {difference:.1e}"
@@ -84,10 +86,10 @@ def _measure(quick: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few steps at 64 px (well under 30 s)")
+    add_mode_flags(parser)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     args = parser.parse_args(argv)
-    print(json.dumps(row_filters(quick=args.quick, threads=args.threads), indent=2))
+    print(json.dumps(row_filters(args.mode, threads=args.threads), indent=2))
     return 0
 
 

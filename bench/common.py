@@ -21,6 +21,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from modes import add_mode_flags  # noqa: E402
+
 from captioner.runtime import tune_allocator  # noqa: E402
 
 tune_allocator()  # every row runs as the captioner command would (captioner.runtime)
@@ -110,11 +112,11 @@ def machine() -> dict:
 
 
 def run_rows(rows, doc: str) -> None:
-    """Command line of a benchmark module: ``--quick``, then one JSON line per row."""
+    """Command line of a benchmark module: ``--quick`` or ``--smoke``, then one JSON line per row."""
     import argparse
     import json
 
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    for row in rows(parser.parse_args().quick):
+    add_mode_flags(parser)
+    for row in rows(parser.parse_args().mode):
         print(json.dumps(row))

@@ -1,10 +1,11 @@
 """Run every benchmark and write bench/RESULTS.md (and bench/results.json).
 
-    python bench/run.py [--quick] [--rows 1,2,3] (rows 1-11) [--out bench/RESULTS.md]
-    python bench/run.py --device cuda [--quick]   (the device table: bench/RESULTS-cuda.md)
+    python bench/run.py [--quick | --smoke] [--rows 1,2,3] (rows 1-11) [--out bench/RESULTS.md]
+    python bench/run.py --device cuda [--quick | --smoke]   (the device table: bench/RESULTS-cuda.md)
 
 `make bench` runs the full set (about 10 minutes on 2 cores), and the device table on CUDA
-when there is a GPU; `--quick` runs every row small to check that they work, not to measure.
+when there is a GPU; `--quick` runs every row small to check that they work, not to measure;
+`--smoke` runs one tiny case of each row (seconds of work; what tests/test_bench.py runs).
 `--device cpu` runs the device table on the CPU (bench/RESULTS-cpu.md).
 """
 
@@ -20,42 +21,43 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from common import machine  # noqa: E402
+from modes import add_mode_flags, mode_flag  # noqa: E402
 
 from captioner.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 
 
-def _rows_1_2_4(quick):
+def _rows_1_2_4(mode):
     import bench_captioning
-    return bench_captioning.rows(quick)
+    return bench_captioning.rows(mode)
 
 
-def _rows_3_7(quick):
+def _rows_3_7(mode):
     import bench_training
-    return bench_training.rows(quick)
+    return bench_training.rows(mode)
 
 
-def _row_5(quick):
+def _row_5(mode):
     import bench_attacks
-    rows = bench_attacks.rows(quick)
+    rows = bench_attacks.rows(mode)
     for row in rows:  # bench_attacks reports time ours/baseline
         row["row"] = f"5. {row['row']} vs torchattacks"
         row["ratio_is"] = "time ours / torchattacks (max |output difference| " + f"{row['max_abs_diff']:.1e})"
     return rows
 
 
-def _row_10(quick):
+def _row_10(mode):
     import bench_greedy
-    return bench_greedy.rows(quick)
+    return bench_greedy.rows(mode)
 
 
-def _row_11(quick):
+def _row_11(mode):
     import bench_beam
-    return bench_beam.rows(quick)
+    return bench_beam.rows(mode)
 
 
-def _row_6(quick):
+def _row_6(mode):
     import bench_visualize
-    row = bench_visualize.row_filters(quick)
+    row = bench_visualize.row_filters(mode)
     row["row"] = f"6. {row['row']}"
     row["ratio_is"] = "speed-up"
     return [row]
@@ -66,13 +68,17 @@ GROUPS = {"1": _rows_1_2_4, "2": _rows_1_2_4, "4": _rows_1_2_4, "8": _rows_1_2_4
           "11": _row_11}
 
 
+MODE_NOTE = {"full": "", "quick": " (quick mode: small sizes, for checking that the rows run, not for the figures)",
+             "smoke": " (smoke mode: one tiny case of each row, for checking their code paths, not for the figures)"}
+
+
 def markdown(results: dict) -> str:
     info = results["machine"]
     lines = [
         "# Benchmarks",
         "",
         f"Measured {results['date']} with `{results['command']}` in {results['seconds']:.0f} s"
-        + (" (quick mode: small sizes, for checking that the rows run, not for the figures)" if results["quick"] else "")
+        + MODE_NOTE[results["mode"]]
         + ".",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, Python {info['python']}, "
         f"torch {info['torch']} ({info['torch_threads']} threads), CUDA: {'yes' if info['cuda'] else 'no'}; "
@@ -102,7 +108,7 @@ def markdown(results: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="every row small: checks that they run")
+    add_mode_flags(parser)
     parser.add_argument("--rows", default=",".join(sorted(GROUPS)), help="comma-separated row numbers")
     parser.add_argument("--out", help="the table (default bench/RESULTS.md; with --device, RESULTS-DEVICE.md)")
     parser.add_argument("--device", help="run the device table (rows D1-D5) on cpu or cuda instead of rows 1-11")
@@ -119,9 +125,9 @@ def main() -> int:
 
         device = resolve_device(args.device)
         out = Path(args.out or BENCH / f"RESULTS-{device.type}.md")
-        rows = bench_device.rows(args.quick, device)
-        command = f"python bench/run.py --device {args.device}" + (" --quick" if args.quick else "")
-        return _write(rows, out, started, info, command, args.quick)
+        rows = bench_device.rows(args.mode, device)
+        command = f"python bench/run.py --device {args.device}" + mode_flag(args.mode)
+        return _write(rows, out, started, info, command, args.mode)
     rows, done = [], set()
     for number in wanted:
         group = GROUPS[number]
@@ -130,22 +136,22 @@ def main() -> int:
         done.add(group)
         print(f"bench: running {group.__name__.strip('_').replace('_', ' ')}", file=sys.stderr, flush=True)
         try:
-            rows.extend(group(args.quick))
+            rows.extend(group(args.mode))
         except Exception as error:  # a failing row is reported in the table, the others still run
             traceback.print_exc()
             rows.append({"row": f"{number}. ({group.__name__})", "error": f"{type(error).__name__}: {error}",
                          "met": False})
     rows = [r for r in rows if r["row"].split(".")[0] in wanted] or rows
     rows.sort(key=lambda r: (int(r["row"].split(".")[0]) if r["row"].split(".")[0].isdigit() else 0, r["row"]))
-    command = ("python bench/run.py" + (" --quick" if args.quick else "")
+    command = ("python bench/run.py" + mode_flag(args.mode)
                + ("" if args.rows == parser.get_default("rows") else f" --rows {args.rows}"))
-    return _write(rows, Path(args.out or BENCH / "RESULTS.md"), started, info, command, args.quick)
+    return _write(rows, Path(args.out or BENCH / "RESULTS.md"), started, info, command, args.mode)
 
 
-def _write(rows: list[dict], out: Path, started: float, info: dict, command: str, quick: bool) -> int:
+def _write(rows: list[dict], out: Path, started: float, info: dict, command: str, mode: str) -> int:
     """Write the table and its JSON (``results*.json`` beside it); 1 if a row failed."""
     results = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "quick": quick, "seconds": time.time() - started,
+        "date": time.strftime("%Y-%m-%d %H:%M"), "mode": mode, "seconds": time.time() - started,
         "command": command, "machine": info, "rows": rows,
     }
     write_text_atomic(out, markdown(results))

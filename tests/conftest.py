@@ -18,7 +18,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One torch thread, here and in the processes the tests start, unless OMP_NUM_THREADS says otherwise.
+# On a 2-core machine with another job on one core, two OpenMP threads wait on each other at every
+# step (the README's `visualize class` test: 140 s on two threads, 14 s on one). With one core kept
+# busy the whole suite took 4.5 minutes on one thread; idle, on two, 4.1.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,11 @@ START, END = 1, 2
 # cannot run on this machine is not generated, rather than skipped).
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+# The one wall-clock limit a test may put on a child process or a wait: a guard against a hang
+# (a deadlocked child would otherwise stop the suite), never a speed limit. Half an hour is far
+# beyond what any test takes on a busy machine, so load alone cannot reach it.
+HANG_GUARD_S = 30 * 60
+
 
 class MarkovStepper:
     """A stepper (:class:`captioner.decoding.Stepper`) whose next-token distribution depends

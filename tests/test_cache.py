@@ -15,6 +15,7 @@ import torch
 from captioner.data.cache import FeatureCache
 from captioner.fileio import OutputError  # noqa
 from captioner.models import EncoderSpec, build_encoder
+from helpers import HANG_GUARD_S
 from shapes import draw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +80,7 @@ def test_two_processes_building_one_cache_both_get_the_complete_features(tmp_pat
         for role in "ab"
     ]
     for child in children:
-        _, err = child.communicate(timeout=600)
+        _, err = child.communicate(timeout=HANG_GUARD_S)
         assert child.returncode == 0, err
     for role in "ab":
         assert np.array_equal(np.load(tmp_path / f"{role}.npy"), expected), role
@@ -121,7 +122,7 @@ def test_ranks_of_one_run_share_the_build(tmp_path, images):
     paths = sorted(str(p) for p in images.iterdir())
     single = FeatureCache(tmp_path / "alone", "shapes", encoder, paths)
     single.build(encoder, torch.device("cpu"), batch_size=1, progress=False)
-    barrier = threading.Barrier(2, timeout=300)
+    barrier = threading.Barrier(2, timeout=HANG_GUARD_S)
     built = {}
 
     def rank(r):

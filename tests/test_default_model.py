@@ -10,7 +10,7 @@ import pytest
 from captioner import Captioner
 from captioner.api import default_checkpoint_path
 from captioner.checkpoint import load_checkpoint
-from helpers import DEVICES
+from helpers import DEVICES, HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,7 @@ def test_readme_demo_output_is_what_the_demo_prints(examples_dir):
     readme = (ROOT / "README.md").read_text()
     quoted = _fenced_block_after(readme, "`captioner caption examples/`, which prints:")
     done = subprocess.run([sys.executable, "-m", "captioner", "caption", str(examples_dir)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
     printed = done.stdout.replace(str(examples_dir) + "/", "examples/")
     assert printed == quoted

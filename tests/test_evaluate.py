@@ -53,6 +53,7 @@ def trained(tmp_path_factory):
     return root, config, root / "run" / "best.pt"
 
 
+@pytest.mark.slow
 def test_evaluate_scores_every_system_with_the_decoding_it_used(trained, tmp_path, capsys, monkeypatch):
     root, config, checkpoint = trained
     out, predictions = tmp_path / "scores.json", tmp_path / "predictions"

@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 
+from helpers import HANG_GUARD_S
+
 SCRIPT = "from captioner.runtime import tune_allocator as t; print(t(), t())"
 
 
 def _run(**env) -> str:
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+                          env={**os.environ, **env}, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
