@@ -18,7 +18,7 @@ from captioner.data.cache import FeatureCache
 from captioner.models import EncoderSpec, build_encoder
 from captioner.training import state as training_state
 from captioner.training.run import TrainingError, train
-from helpers import DEVICES
+from helpers import DEVICES, HANG_GUARD_S
 from shapes import make_shapes, write_karpathy
 
 
@@ -293,6 +293,7 @@ def float16_steps_apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a32 - b32) / step
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_same_model_as_one(shapes, tmp_path):
     # Both runs read the same feature cache, built by the two processes (sharded): the
     # claim is about training. Separate caches made it flaky, since the extraction's
@@ -310,11 +311,11 @@ def test_two_processes_train_the_same_model_as_one(shapes, tmp_path):
     env = SUBPROCESS_ENV
     double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "captioner", "train", "--config", str(tmp_path / "two.yaml")],
-                            capture_output=True, text=True, env=env)
+                            capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert double.returncode == 0, double.stderr[-3000:]
     assert "(built)" in double.stderr
     single = subprocess.run([sys.executable, "-m", "captioner", "train", "--config", str(tmp_path / "one.yaml")],
-                            capture_output=True, text=True, env=env)
+                            capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert single.returncode == 0, single.stderr[-2000:]
     assert "(reused)" in single.stderr
     a, b = weights(tmp_path / "one" / "last.pt"), weights(tmp_path / "two" / "last.pt")
@@ -353,6 +354,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_two_processes_resume_bit_exactly_each_from_its_own_random_numbers(shapes, tmp_path):
     """A 2-process run interrupted (Ctrl-C) in epoch 2 and resumed ends with the weights of an
     uninterrupted one. Dropout is on, and batches of 15 give the processes shares of 8 and 7
@@ -369,7 +371,7 @@ def test_two_processes_resume_bit_exactly_each_from_its_own_random_numbers(shape
 
     def torchrun(*args):
         return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                               *args], capture_output=True, text=True, env=env)
+                               *args], capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
 
     done = torchrun("-m", "captioner", "train", "--config", str(tmp_path / "straight.yaml"))
     assert done.returncode == 0, done.stderr[-3000:]
