@@ -112,11 +112,11 @@ def test_indefinite_article():
     assert {w: indefinite_article(w) for w in cases} == cases
 
 
-def test_the_article_rule_costs_nothing_where_the_model_agrees():
-    """Where no row's last word is an article the log-probabilities are unchanged."""
+@pytest.mark.parametrize("rows_only", [True, False], ids=["rows-after-articles", "every-row"])
+def test_the_article_rule_changes_only_the_rows_after_an_article(rows_only):
     from captioner.decoding.articles import agree_articles
 
-    stepper = agree_articles(MarkovStepper(ARTICLES, rows=3), VOCAB)
+    stepper = agree_articles(MarkovStepper(ARTICLES, rows=3), VOCAB, rows_only=rows_only)
     tokens = torch.tensor([OWL, A, AN])
     log_probs, _ = stepper.step(tokens, stepper.state)
     plain = torch.tensor(ARTICLES).log()[tokens].float()

@@ -45,21 +45,31 @@ def takes_an(words: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
 class ArticleStepper:
     """A stepper whose next word agrees with an "a" or "an" just written (see the module)."""
 
-    def __init__(self, stepper, a_id: int, an_id: int, after_a: torch.Tensor, after_an: torch.Tensor):
+    def __init__(self, stepper, a_id: int, an_id: int, after_a: torch.Tensor, after_an: torch.Tensor,
+                 rows_only: bool | None = None):
         self.stepper = stepper
         self.rows, self.device, self.state = stepper.rows, stepper.device, stepper.state
         self.reorder = stepper.reorder
         self.a_id, self.an_id = a_id, an_id
-        self.banned = torch.stack([after_a, after_an]).to(stepper.device)  # words banned after "a", "an"
+        self.rows_only = stepper.device.type == "cpu" if rows_only is None else rows_only
+        # the words banned after no article, "a" and "an"
+        self.banned = torch.stack([torch.zeros_like(after_a), after_a, after_an]).to(stepper.device)
 
     def step(self, tokens: torch.Tensor, state):
+        """The step's log-probabilities with -inf for the words that disagree with an article just
+        written. With ``rows_only`` (a CPU's default) only the rows after an article are touched:
+        finding them is free there. Otherwise (CUDA) every row is, with no round trip to the host."""
         log_probs, state = self.stepper.step(tokens, state)
         article = (tokens == self.a_id).long() + 2 * (tokens == self.an_id).long()  # 0: none, 1: a, 2: an
-        banned = torch.cat([self.banned.new_zeros(1, self.banned.shape[1]), self.banned])[article]
-        return log_probs.masked_fill(banned, float("-inf")), state
+        if not self.rows_only:
+            return log_probs.masked_fill(self.banned[article], float("-inf")), state
+        rows = article.nonzero().squeeze(1)
+        if rows.numel():
+            log_probs[rows] = log_probs[rows].masked_fill(self.banned[article[rows]], float("-inf"))
+        return log_probs, state
 
 
-def agree_articles(stepper, vocab):
+def agree_articles(stepper, vocab, rows_only: bool | None = None):
     """``stepper`` with the article rule, for ``vocab`` (a Vocabulary, or a Lexicon whose extra
     words sound as their proxies, as the network reads them); itself when the vocabulary lacks
     "a" or "an"."""
@@ -67,4 +77,4 @@ def agree_articles(stepper, vocab):
     if "a" not in stoi or "an" not in stoi:
         return stepper
     an, a = takes_an(tuple(getattr(vocab, "fed_words", vocab.itos)))
-    return ArticleStepper(stepper, stoi["a"], stoi["an"], after_a=an, after_an=a)
+    return ArticleStepper(stepper, stoi["a"], stoi["an"], after_a=an, after_an=a, rows_only=rows_only)
