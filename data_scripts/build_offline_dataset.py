@@ -142,6 +142,20 @@ COLLECTION = re.compile(
 ABOUT_THE_FILE = re.compile(
     r"\b(derivative|derived|converted|traced|autotraced|edited from|based on|based in|enjoy it"
     r"|i drew|i use|my interpretation|originally|for printing|in progess|prototype|fanart|malformed)\b")
+#: A caption describes what is shown. These say something else: a fact or a piece of history about
+#: the thing ("a candy cane is a traditional christmas treat in the united states"), an opinion
+#: ("a nice detailed image of clouds") or a word to the reader ("..., you can surprise the enemy",
+#: "easily changed to be more specific"). The decoder learned such sentences word for word and
+#: wrote them about photos it did not know.
+TRIVIA = re.compile(
+    r"\b(is|are|was|were|has been|have been) (a|an|the|one|used|made|known|called|found|native|traditional"
+    r"|popular|often|usually|also|very|not|considered|believed|said)\b"
+    r"|\b(traditional(ly)?|invented|centur(y|ies)|ancient|histor(y|ic|ical)|famous|legend(ary)?)\b"
+    r"|\bin the (uk|us|usa|united states|united kingdom|world|middle ages)\b|\b(1[0-9]{3}|20[0-9]{2})s?\b")
+OPINION = re.compile(r"\b(nice|beautiful|awesome|lovely|amazing|wonderful|gorgeous|favou?rite|cute|funny|best)\b")
+TO_THE_READER = re.compile(
+    r"\b(you|your|you're|you'll|please|click|feel free|easily|let's|let us|can be used|could be used"
+    r"|to be more)\b")
 FILE_NAME = re.compile(r"[_@#/\\]|\.(svg|png|jpe?g|gif|py)\b|hash\(0x")
 HYPHENATED_TOKEN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+){2,}$|^[a-z]{2,}-[a-z]{2,}$")
 NON_LATIN = re.compile(r"[^\u0000-\u024f\u1e00-\u1eff\u2000-\u206f]")
@@ -186,6 +200,12 @@ def caption_problem(text: str, raw: str = "", strict: bool = False) -> str | Non
         return "file-name-like"
     if len(text.split()) > MAX_WORDS:
         return f"longer than {MAX_WORDS} words"
+    if TRIVIA.search(text):
+        return "a fact or history, not a description"
+    if OPINION.search(text):
+        return "an opinion, not a description"
+    if TO_THE_READER.search(text):
+        return "an instruction or a note to the reader"
     if not strict:
         return None
     if text in PLACEHOLDERS:

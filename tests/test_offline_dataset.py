@@ -167,6 +167,18 @@ def test_normalise_caption(raw, expected):
     ("flag of sierra leone", False, None),
     ("ox", False, None),
     ("a giraffe", True, None),
+    # what the decoder learned word for word and wrote about photos it did not know
+    ("a candy cane is a traditional christmas treat in the united states", False,
+     "a fact or history, not a description"),
+    ("a mince pie is a traditional christmas food in the uk", False, "a fact or history, not a description"),
+    ("the wright flyer first flew in 1903", False, "a fact or history, not a description"),
+    ("a nice detailed image of clouds", False, "an opinion, not a description"),
+    ("a fast apc like this stryker, you can surprise the enemy", False, "an instruction or a note to the reader"),
+    ("5 basic moon phases, easily changed to be more specific", False, "an instruction or a note to the reader"),
+    ("a huge dump truck", False, None),
+    ("a cat is sleeping on a mat", False, None),
+    ("a cup of coffee", False, None),
+    ("the letter i", False, None),
 ])
 def test_caption_problem(text, strict, reason):
     assert builder.caption_problem(text, text, strict) == reason
