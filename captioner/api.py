@@ -205,6 +205,7 @@ class Captioner:
         self._proxies = proxies
         return lexicon
 
+    @torch.no_grad()
     def decode(self, features: torch.Tensor, settings: DecodingSettings | None = None,
                include: Iterable[str] | str = (), generator: torch.Generator | None = None,
                **options) -> list[CaptionResult]:

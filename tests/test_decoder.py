@@ -262,3 +262,15 @@ def test_the_table_lives_beside_the_decoder_not_in_it():
     del decoder
     gc.collect()
     assert len(tables._kept) == 0  # gone with its decoder
+
+
+def test_a_stepper_made_with_gradients_on_steps_by_hand_in_the_search():
+    """Callers make steppers wherever they are; the searches run without gradients, and that is
+    where the stepper decides how to step and computes h0 and c0 (a decision taken when it was
+    made would have stepped nn.LSTM and built a graph for every caption of the API)."""
+    from captioner.decoding import greedy
+
+    decoder, features = _small_decoder(), torch.randn(3, 8)
+    stepper = LSTMStepper(decoder, features)  # gradients on here
+    greedy(stepper, 1, 2, max_length=4)
+    assert stepper.fast and stepper.table is not None and not stepper.state[0].requires_grad

@@ -24,6 +24,7 @@ autocast, training mode) the stepper runs the decoder's own ``nn.LSTM`` step.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 
@@ -95,17 +96,30 @@ TABLES = InputGateTables()
 class LSTMStepper:
     """One search's stepper over an :class:`LSTMDecoder` (see the module's docstring).
 
-    ``fast``: compute the CPU step with the word -> input-gate table (None: where
-    :func:`steps_itself`); False runs the decoder's ``nn.LSTM`` step.
+    ``fast``: compute the CPU step with the word -> input-gate table; False runs the decoder's
+    ``nn.LSTM`` step; None decides where the search first steps (:func:`steps_itself`: searches
+    run without gradients, whatever the caller's mode when it made the stepper). The initial
+    state is likewise computed where the search first reads it.
     """
 
     def __init__(self, decoder: LSTMDecoder, features: torch.Tensor, fast: bool | None = None,
                  tables: InputGateTables = TABLES):
-        self.decoder = decoder
+        self.decoder, self.features, self.tables = decoder, features, tables
         self.rows, self.device = features.shape[0], features.device
-        self.fast = steps_itself(decoder, features.device) if fast is None else fast
-        self.table = tables.table(decoder) if self.fast else None
-        self.state = decoder.init_state(features)
+        self._fast, self.table, self._fetched = fast, None, False
+
+    @functools.cached_property
+    def state(self) -> LSTMState:
+        return self.decoder.init_state(self.features)
+
+    @property
+    def fast(self) -> bool:
+        """Whether the steps are computed by hand (decided, and the table fetched, on first use)."""
+        if self._fast is None:
+            self._fast = steps_itself(self.decoder, self.device)
+        if self._fast and not self._fetched:
+            self.table, self._fetched = self.tables.table(self.decoder), True
+        return self._fast
 
     def step(self, tokens: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
         """Log-probabilities (N, vocab) of the next token after ``tokens`` (N,), and the new state."""
