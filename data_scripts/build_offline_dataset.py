@@ -156,6 +156,8 @@ OPINION = re.compile(r"\b(nice|beautiful|awesome|lovely|amazing|wonderful|gorgeo
 TO_THE_READER = re.compile(
     r"\b(you|your|you're|you'll|please|click|feel free|easily|let's|let us|can be used|could be used"
     r"|to be more)\b")
+NOT_A_DESCRIPTION = ((TRIVIA, "a fact or history, not a description"), (OPINION, "an opinion, not a description"),
+                     (TO_THE_READER, "an instruction or a note to the reader"))
 FILE_NAME = re.compile(r"[_@#/\\]|\.(svg|png|jpe?g|gif|py)\b|hash\(0x")
 HYPHENATED_TOKEN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+){2,}$|^[a-z]{2,}-[a-z]{2,}$")
 NON_LATIN = re.compile(r"[^\u0000-\u024f\u1e00-\u1eff\u2000-\u206f]")
@@ -200,12 +202,9 @@ def caption_problem(text: str, raw: str = "", strict: bool = False) -> str | Non
         return "file-name-like"
     if len(text.split()) > MAX_WORDS:
         return f"longer than {MAX_WORDS} words"
-    if TRIVIA.search(text):
-        return "a fact or history, not a description"
-    if OPINION.search(text):
-        return "an opinion, not a description"
-    if TO_THE_READER.search(text):
-        return "an instruction or a note to the reader"
+    for pattern, reason in NOT_A_DESCRIPTION:
+        if pattern.search(text):
+            return reason
     if not strict:
         return None
     if text in PLACEHOLDERS:
