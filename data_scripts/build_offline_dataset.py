@@ -151,17 +151,30 @@ TRIVIA = re.compile(
     r"\b(is|are|was|were|has been|have been) (a|an|the|one|used|made|known|called|found|native|traditional"
     r"|popular|often|usually|also|very|not|considered|believed|said)\b"
     r"|\b(traditional(ly)?|invented|centur(y|ies)|ancient|histor(y|ic|ical)|famous|legend(ary)?)\b"
-    r"|\bin the (uk|us|usa|united states|united kingdom|world|middle ages)\b|\b(1[0-9]{3}|20[0-9]{2})s?\b")
+    r"|\bin the (uk|us|usa|united states|united kingdom|world|middle ages)\b|\b(1[0-9]{3}|20[0-9]{2})s?\b"
+    r"|\b(world war|atomic bomb|dropped on|in our solar system)\b")
 OPINION = re.compile(r"\b(nice|beautiful|awesome|lovely|amazing|wonderful|gorgeous|favou?rite|cute|funny|best)\b")
 TO_THE_READER = re.compile(
     r"\b(you|your|you're|you'll|please|click|feel free|easily|let's|let us|can be used|could be used"
     r"|to be more)\b")
+#: A sentence that states something (a verb of being, having or meaning, or a speaker) rather than
+#: naming what is shown: "holly leaves are shiny and have prickles", "this shell is hundreds of years
+#: old", "hei stands for halb or half", "we remember those who have died". What is happening in the picture
+#: stays a description ("a cat is sleeping on a mat").
+STATEMENT = re.compile(
+    r"\b(is|are|was|were)\b(?! \w+ing\b)|\b(it's|has|have|had|means|resembles|stands for|remember|hate|eats"
+    r"|eaten|shows|seems?)\b"
+    r"|^(he|she|they|we|i|nobody|everyone)\b")
 NOT_A_DESCRIPTION = ((TRIVIA, "a fact or history, not a description"), (OPINION, "an opinion, not a description"),
-                     (TO_THE_READER, "an instruction or a note to the reader"))
+                     (TO_THE_READER, "an instruction or a note to the reader"),
+                     (STATEMENT, "a statement, not a description"))
 FILE_NAME = re.compile(r"[_@#/\\]|\.(svg|png|jpe?g|gif|py)\b|hash\(0x")
 HYPHENATED_TOKEN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+){2,}$|^[a-z]{2,}-[a-z]{2,}$")
 NON_LATIN = re.compile(r"[^\u0000-\u024f\u1e00-\u1eff\u2000-\u206f]")
-MAX_WORDS = 16
+#: A caption is a short phrase. Longer descriptions keep their first clause when that is short enough
+#: ("saturn, the second largest planet in our solar system, ..." -> "saturn"); the decoder copied
+#: longer ones word for word about photos it did not know.
+MAX_WORDS = 8
 
 
 def normalise_caption(text: str) -> str:
@@ -169,7 +182,8 @@ def normalise_caption(text: str) -> str:
 
     ``"A huge dump truck."`` -> ``"a huge dump truck"``; ``"Cello (B and W)"`` -> ``"cello"``;
     ``"Venus—the second planet."`` -> ``"venus, the second planet"``; ``"Magnifying Glass 4"``
-    -> ``"magnifying glass"`` (a trailing number numbers variants, it describes nothing).
+    -> ``"magnifying glass"`` (a trailing number numbers variants, it describes nothing); a
+    caption of more than :data:`MAX_WORDS` words keeps its first clause (up to the first comma).
     """
     text = unicodedata.normalize("NFKC", html.unescape(text)).replace("’", "'").replace("‘", "'")
     text = re.sub(r"[“”\"`]", "", text)
@@ -179,6 +193,8 @@ def normalise_caption(text: str) -> str:
     text = " ".join(text.lower().split())
     text = re.sub(r"^(this is|here is|it is)\s+", "", text)
     text = re.sub(r"\s+\d{1,2}$|(?<=[a-z]{3})\d{1,3}$", "", text)
+    if len(text.split()) > MAX_WORDS:
+        text = text.split(",")[0]
     return text.strip(" .!?,;:-*–…()")
 
 
@@ -200,11 +216,11 @@ def caption_problem(text: str, raw: str = "", strict: bool = False) -> str | Non
         return "url or e-mail"
     if FILE_NAME.search(text) or "hash(0x" in raw.lower():
         return "file-name-like"
-    if len(text.split()) > MAX_WORDS:
-        return f"longer than {MAX_WORDS} words"
     for pattern, reason in NOT_A_DESCRIPTION:
         if pattern.search(text):
             return reason
+    if len(text.split()) > MAX_WORDS:
+        return f"longer than {MAX_WORDS} words"
     if not strict:
         return None
     if text in PLACEHOLDERS:

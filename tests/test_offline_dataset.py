@@ -148,6 +148,10 @@ def by_caption(dataset) -> dict[str, list[dict]]:
     ("A “Fuji” apple.", "a fuji apple"),
     ("This is a vectorized bullet hole.", "a vectorized bullet hole"),
     ("Hat - clothing", "hat, clothing"),
+    # more than eight words: the first clause, when that is short enough
+    ("Saturn, the second largest planet in our solar system, and the one with the most rings", "saturn"),
+    ("A pair of praying hands, black and white, with a rosary", "a pair of praying hands"),
+    ("The sign for the letter x in American sign language", "the sign for the letter x in american sign language"),
 ])
 def test_normalise_caption(raw, expected):
     assert builder.normalise_caption(raw) == expected
@@ -175,6 +179,12 @@ def test_normalise_caption(raw, expected):
     ("a nice detailed image of clouds", False, "an opinion, not a description"),
     ("a fast apc like this stryker, you can surprise the enemy", False, "an instruction or a note to the reader"),
     ("5 basic moon phases, easily changed to be more specific", False, "an instruction or a note to the reader"),
+    ("holly leaves are shiny and have prickles", False, "a statement, not a description"),
+    ("this shell is hundreds of years old", False, "a statement, not a description"),
+    ("hei stands for halb or half", False, "a statement, not a description"),
+    ("we remember those who have died", False, "a statement, not a description"),
+    ("fat man, atomic bomb dropped on nagasaki", False, "a fact or history, not a description"),
+    ("the sign for the letter x in american sign language", False, "longer than 8 words"),
     ("a huge dump truck", False, None),
     ("a cat is sleeping on a mat", False, None),
     ("a cup of coffee", False, None),
