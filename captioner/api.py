@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from .data.images import DEFAULT_MAX_PIXELS, ImageLoadError, to_rgb
 from .data.preprocess import preprocess
 from .data.vocab import Vocabulary, tokenize
 from .decoding import DecodingSettings, decode, require_method
+from .decoding.settings import SAY_LESS_WORDS
 from .decoding.constraints import MAX_CONSTRAINTS, MAX_LEVELS, Constraint, ConstraintAutomaton, parse_alternatives, \
     word_constraints
 from .decoding.lexicon import Lexicon
@@ -60,12 +61,15 @@ class Caption:
 class CaptionResult:
     """The captions of one image, best first, or the error that stopped it. ``forced``: the
     words its captions had to contain, where they came from and how sure the classifier was.
-    ``source``: the file (or a description of the in-memory image); empty for features."""
+    ``source``: the file (or a description of the in-memory image); empty for features.
+    ``unsure``: the decoder was unsure of the image, so its captions say less (at most
+    :data:`~captioner.decoding.settings.SAY_LESS_WORDS` words, see ``DecodingSettings.unsure_below``)."""
 
     source: str = ""
     captions: list[Caption] = field(default_factory=list)
     error: str | None = None
     forced: list[Forced] = field(default_factory=list)
+    unsure: bool = False  # the decoder was unsure, so the caption says less (DecodingSettings.unsure_below)
 
     @property
     def text(self) -> str | None:
@@ -85,6 +89,8 @@ class CaptionResult:
             record["forced"] = [f.to_dict() for f in self.forced]
             if self.unmet:
                 record["note"] = f"no caption within the maximum length meets {self.unmet} of the forced words"
+        if self.unsure:
+            record["unsure"] = True
         return record
 
 
@@ -214,6 +220,18 @@ class Captioner:
         containing the user's ``include`` constraints."""
         settings, given = self.request(settings, include, **options)
         features = features.to(self.device)
+        results = self._decode(features, settings, given, generator)
+        unsure = [i for i, result in enumerate(results) if _unsure(result, settings)]
+        if unsure:  # say less: a short caption, naming the guide's surest concept if one is likely enough
+            shorter = replace(settings, guide_threshold=settings.unsure_threshold, unsure_below=None,
+                              max_length=min(settings.max_length, SAY_LESS_WORDS))
+            for i, result in zip(unsure, self._decode(features[unsure], shorter, given, generator)):
+                result.unsure = True
+                results[i] = result
+        return results
+
+    def _decode(self, features: torch.Tensor, settings: DecodingSettings, given: Sequence[Forced],
+                generator: torch.Generator | None) -> list[CaptionResult]:
         forced = self.forced_words(features, settings, given)
         constraints = None
         if any(forced):
@@ -344,6 +362,17 @@ def _constraint(lexicon: Lexicon, forced: Forced) -> Constraint:
         if fed not in phrases or (phrases[fed] != fed and ids == fed):
             phrases[fed] = ids
     return Constraint(tuple(phrases.values()), "|".join(forced.words))
+
+
+def _unsure(result: CaptionResult, settings: DecodingSettings) -> bool:
+    """The decoder was unsure of this image: guided, nothing forced by the guide, and a best caption
+    whose log-probability per word (``<end>`` included) is below ``settings.unsure_below``."""
+    if settings.unsure_below is None or settings.guide == "none" or not result.captions:
+        return False
+    if any(f.source != "include" for f in result.forced):
+        return False
+    best = result.captions[0]
+    return best.log_prob / (len(best.tokens) + 1) < settings.unsure_below
 
 
 def _image_list(images) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from dataclasses import fields
 
@@ -32,6 +33,12 @@ def add_decoding_options(parser, sampling: bool = False, methods=tuple(METHODS),
                             "checkpoint's)")
     parser.add_argument("--guide-threshold", type=float, metavar="P",
                         help="probability a concept needs to be forced, in [0, 1] (default: the checkpoint's)")
+    parser.add_argument("--unsure-below", type=_log_prob_or_off, metavar="LOGP|off",
+                        help="say less when unsure: a guided caption whose log-probability per word is below LOGP, "
+                             "with nothing forced, is redone in a few words naming the guide's surest concept "
+                             "(default: the checkpoint's; off: never)")
+    parser.add_argument("--unsure-threshold", type=float, metavar="P",
+                        help="probability a concept needs to be named when unsure (default: the checkpoint's)")
     parser.add_argument("--beam-size", type=int, help="beam width (default: the checkpoint's)")
     parser.add_argument("--max-length", type=int, help="maximum words per caption (default: the checkpoint's)")
     parser.add_argument("--length-penalty", type=float,
@@ -40,6 +47,15 @@ def add_decoding_options(parser, sampling: bool = False, methods=tuple(METHODS),
         parser.add_argument("--num-captions", type=int, help="captions per image (at most the beam size; default 1)")
         parser.add_argument("--temperature", type=float, help="sampling temperature (default 1)")
         parser.add_argument("--top-k", type=int, help="sample only from the k most likely words")
+
+
+def _log_prob_or_off(text: str) -> float:
+    if text.strip().lower() == "off":
+        return -math.inf
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'off'") from None
 
 
 def list_of(allowed):

@@ -39,6 +39,8 @@ GUIDES = ("none", "imagenet")
 MAX_BEAM_SIZE = 50
 MAX_CAPTIONS = 50
 MAX_LENGTH = 100
+#: How long a caption may be when the decoder is unsure (``DecodingSettings.unsure_below``).
+SAY_LESS_WORDS = 4
 
 
 def methods(**needs: bool) -> tuple[str, ...]:
@@ -68,6 +70,12 @@ class DecodingSettings:
     caption must contain (:mod:`captioner.guidance`), ``"none"`` leaves the caption to the
     decoder. ``guide_threshold``: the probability a class (or the classes sharing a name)
     must reach to be forced.
+
+    ``unsure_below`` (None: off) says less when the decoder is unsure of a photo: with a guide,
+    an image for which the guide forced nothing and whose best caption averages a
+    log-probability per word (its ``<end>`` included) below ``unsure_below`` is captioned
+    again in at most :data:`SAY_LESS_WORDS` words, naming the guide's surest concept when
+    one reaches ``unsure_threshold`` (a lower bar than ``guide_threshold``).
     """
 
     method: str = "beam"
@@ -79,8 +87,12 @@ class DecodingSettings:
     top_k: int | None = None
     guide: str = "none"
     guide_threshold: float = 0.5
+    unsure_below: float | None = None
+    unsure_threshold: float = 0.2
 
     def __post_init__(self):
+        if self.unsure_below == -math.inf:  # "never unsure" (``--unsure-below off``) is stored as off
+            object.__setattr__(self, "unsure_below", None)
         self.validate()
 
     def validate(self) -> "DecodingSettings":
@@ -95,8 +107,10 @@ class DecodingSettings:
         if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
                                        or self.top_k < 1):
             raise DecodingError(f"top_k must be at least 1, got {self.top_k!r}")
-        for name, low in (("length_penalty", 0.0), ("temperature", None), ("guide_threshold", 0.0)):
+        for name in ("length_penalty", "temperature", "guide_threshold", "unsure_threshold", "unsure_below"):
             value = getattr(self, name)
+            if name == "unsure_below" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise DecodingError(f"{name} must be a finite number, got {value!r}")
         if self.length_penalty < 0:
@@ -105,6 +119,10 @@ class DecodingSettings:
             raise DecodingError(f"temperature must be positive, got {self.temperature}")
         if not 0.0 <= self.guide_threshold <= 1.0:
             raise DecodingError(f"guide_threshold must be in [0, 1], got {self.guide_threshold}")
+        if not 0.0 <= self.unsure_threshold <= 1.0:
+            raise DecodingError(f"unsure_threshold must be in [0, 1], got {self.unsure_threshold}")
+        if self.unsure_below is not None and self.unsure_below > 0:
+            raise DecodingError(f"unsure_below is a log-probability per word, at most 0, got {self.unsure_below}")
         if self.guide != "none":
             require_method(self.method, f"guide {self.guide}", constrained=True)
         if self.num_captions != 1 and not METHODS[self.method].several:
