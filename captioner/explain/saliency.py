@@ -13,6 +13,8 @@ word's log-probability, by Captum's attribution methods.
 Every map here is a gradient story about this model: where a small change of the input would
 change the word's score most (or, for Grad-CAM, which feature-map cells carry weight for it).
 Show-and-Tell has no attention; these maps are not where the model "looked".
+
+Captum is imported where a map is made (importing it takes seconds), not with this module.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from captum.attr import IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
 PIXEL_METHODS = ("smoothgrad", "integrated_gradients")
@@ -61,6 +62,8 @@ class WordScores(nn.Module):
 
 def gradcam(encoder, scores: WordScores, pixels: torch.Tensor) -> torch.Tensor:
     """Grad-CAM of each word on the encoder's last feature map: (words, h, w), >= 0."""
+    from captum.attr import LayerGradCam
+
     with torch.no_grad():
         grid = encoder.grid(pixels)
     grid = grid.expand(scores.words, -1, -1, -1).contiguous()
@@ -73,6 +76,8 @@ def gradcam(encoder, scores: WordScores, pixels: torch.Tensor) -> torch.Tensor:
 def pixel_saliency(method: str, encoder, scores: WordScores, pixels: torch.Tensor,
                    settings: SaliencySettings) -> torch.Tensor:
     """A pixel-gradient map of each word: (words, S, S), >= 0 (see the module)."""
+    from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+
     words = scores.words
 
     def forward(x: torch.Tensor) -> torch.Tensor:
