@@ -60,12 +60,14 @@ class WordScores(nn.Module):
         return self.score(features, self.fed.expand(n, -1), self.lengths.expand(n))[:, :self.words]
 
 
-def gradcam(encoder, scores: WordScores, pixels: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM of each word on the encoder's last feature map: (words, h, w), >= 0."""
+def gradcam(encoder, scores: WordScores, pixels: torch.Tensor, grid: torch.Tensor | None = None) -> torch.Tensor:
+    """Grad-CAM of each word on the encoder's last feature map (``grid``, computed from
+    ``pixels`` when not given): (words, h, w), >= 0."""
     from captum.attr import LayerGradCam
 
-    with torch.no_grad():
-        grid = encoder.grid(pixels)
+    if grid is None:
+        with torch.no_grad():
+            grid = encoder.grid(pixels)
     grid = grid.expand(scores.words, -1, -1, -1).contiguous()
     with torch.enable_grad():
         maps = LayerGradCam(scores, scores.grid).attribute(grid, target=list(range(scores.words)),
