@@ -102,6 +102,9 @@ def summary(explanation) -> str:
     for w in explanation.words:
         others = ", ".join(f"{word} {p:.3f}" for word, p in w.alternatives if word != w.word)
         line = f"  {w.index + 1:2d} {w.word:<12} p = {w.probability:.3f}   others: {others}"
+        ranks = [i for i, (_, _, chosen) in enumerate(w.beam) if chosen]
+        if ranks:
+            line += f"   beam: {ranks[0] + 1} of {len(w.beam)}"
         if w.read_as != w.word:
             line += f"   read as {w.read_as}"
         if w.forced:
