@@ -164,3 +164,11 @@ def test_an_unknown_saliency_method_is_one_clear_error(bundled):
 
     with pytest.raises(ArgumentError, match="saliency method 'lime'"):
         explain_images(bundled, [CAT], saliency=("lime",))
+
+
+@pytest.mark.parametrize("flag,value,message", [("--samples", "0", "at least 1 sample"), ("--noise", "-1", "0 or more"),
+                                                ("--ig-steps", "1", "at least 2 steps")])
+def test_impossible_saliency_settings_are_refused_before_any_image_is_read(flag, value, message, capsys):
+    assert main(["explain", "no-such-file.jpg", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and flag in err and err.count("\n") == 1

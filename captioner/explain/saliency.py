@@ -40,6 +40,16 @@ class SaliencySettings:
     steps: int = 16
     seed: int = 0
 
+    def __post_init__(self):
+        from ..errors import ArgumentError
+
+        if self.samples < 1:
+            raise ArgumentError(f"SmoothGrad needs at least 1 sample per word (--samples), got {self.samples}")
+        if not self.noise >= 0:
+            raise ArgumentError(f"SmoothGrad's noise (--noise) must be 0 or more, got {self.noise}")
+        if self.steps < 2:
+            raise ArgumentError(f"Integrated Gradients needs at least 2 steps (--ig-steps), got {self.steps}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
