@@ -4,17 +4,19 @@ observer shows is the search's, the LSTM's gates are nn.LSTM's, and the files ar
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from captioner.api import Captioner
 from captioner.cli import main
 from captioner.decoding import Stepping, beam_search
-from captioner.explain import SaliencySettings, explain_images, lstm_trace
+from captioner.explain import METHODS, SaliencySettings, explain_images, lstm_trace
 from captioner.explain.explain import BeamRecorder
-from captioner.models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
+from captioner.data.eightbit import to_pil
 from captioner.data.preprocess import Preprocessing
 from captioner.data.vocab import Vocabulary
+from captioner.models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
 from conftest import EXAMPLES
 from helpers import CAPTIONS, DEVICES, END, START, MarkovStepper, markov_table, random_decoder
 
@@ -111,9 +113,7 @@ def test_a_resnet_and_two_lstm_layers(tmp_path, backbone="resnet18", layers=2):
     captioner = Captioner(CaptionModel(encoder, decoder), vocab, device="cpu",
                           decoding={"guide": "none", "max_length": 4, "beam_size": 2})
     image = torch.rand(3, 80, 90, generator=torch.Generator().manual_seed(1))
-    from captioner.data.eightbit import to_pil
-
-    (explanation,) = explain_images(captioner, [to_pil(image)], saliency=("gradcam", "smoothgrad", "integrated_gradients"),
+    (explanation,) = explain_images(captioner, [to_pil(image)], saliency=METHODS,
                                     saliency_settings=SaliencySettings(samples=1, steps=2))
     n = len(explanation.words)
     assert n >= 1 and explanation.caption == captioner.caption([to_pil(image)])[0].text
@@ -139,8 +139,6 @@ def test_explain_writes_a_self_contained_page_pngs_and_json(tmp_path, capsys):
     words = record["words"]
     assert " ".join(w["word"] for w in words) == captioned
     assert all(len(w["gradcam"]) == 7 and len(w["gradcam"][0]) == 7 for w in words)
-    import numpy as np
-
     assert np.load(folder / record["saliency"]["smoothgrad"]["file"]).shape == (len(words), 224, 224)
     assert record["saliency"]["smoothgrad"]["samples"] == 1
     for i in range(len(words)):

@@ -28,7 +28,8 @@ def add_parser(subparsers) -> None:
                     "per image; without, a text summary.",
     )
     p.add_argument("paths", nargs="+", metavar="IMAGE", help="image files, folders (searched recursively) or globs")
-    p.add_argument("--out", metavar="DIR", help="write DIR/<image name>/page.html, PNGs, explanation.json and .npy maps")
+    p.add_argument("--out", metavar="DIR",
+                   help="write DIR/<image name>/page.html, PNGs, explanation.json and .npy maps")
     p.add_argument("--checkpoint", help="checkpoint file (default: the bundled default model)")
     add_decoding_options(p, sampling=True)
     p.add_argument("--include", action="append", default=[], metavar="WORD[|ALT]",

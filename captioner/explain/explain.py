@@ -48,15 +48,16 @@ class Word:
     beam: list[tuple[str, float, bool]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        record = {"index": self.index, "word": self.word, "token": self.token, "probability": round(self.probability, 4),
-                  "log_prob": round(self.log_prob, 4),
+        record = {"index": self.index, "word": self.word, "token": self.token,
+                  "probability": round(self.probability, 4), "log_prob": round(self.log_prob, 4),
                   "alternatives": [{"word": w, "probability": round(p, 4)} for w, p in self.alternatives]}
         if self.read_as != self.word:
             record["read_as"] = self.read_as
         if self.forced:
             record["forced"] = self.forced
         if self.beam:
-            record["beam"] = [{"text": t, "log_prob": round(s, 4), "caption_prefix": chosen} for t, s, chosen in self.beam]
+            record["beam"] = [{"text": t, "log_prob": round(s, 4), "caption_prefix": chosen}
+                              for t, s, chosen in self.beam]
         return record
 
 
@@ -147,9 +148,9 @@ def _pixels(captioner, image, max_pixels: int) -> tuple[str, torch.Tensor | None
 
 
 def explain_images(captioner, images, settings: DecodingSettings | None = None, include: Iterable[str] | str = (),
-                   saliency: Sequence[str] = ("gradcam", "smoothgrad"), saliency_settings: SaliencySettings | None = None,
-                   generator: torch.Generator | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   **options) -> list[Explanation]:
+                   saliency: Sequence[str] = ("gradcam", "smoothgrad"),
+                   saliency_settings: SaliencySettings | None = None, generator: torch.Generator | None = None,
+                   max_pixels: int = DEFAULT_MAX_PIXELS, **options) -> list[Explanation]:
     """Explain the best caption of each image (paths or PIL images): see :class:`Explanation`.
 
     ``settings``, ``include`` and ``options`` as :meth:`Captioner.request` takes them; ``saliency``:
@@ -194,7 +195,7 @@ def _explain(captioner, source: str, pixels: torch.Tensor, settings: DecodingSet
                               saliency=saliency_settings, log_prob=best.log_prob,
                               end_probability=float(log_probs[-1, lexicon.end_id].exp()),
                               feature_layer=_feature_layer(model.encoder))
-    explanation.words = _words(captioner, lexicon, tokens, log_probs, fed[0], result.forced, recorder)
+    explanation.words = _words(lexicon, tokens, log_probs, fed[0], result.forced, recorder)
     explanation.maps = saliency_maps(captioner, pixels, fed[0], saliency, saliency_settings, grid)
     explanation.layers = [_to_cpu(t) for t in lstm_trace(model.decoder, features[0], fed[0, :-1])]
     return explanation
@@ -220,7 +221,7 @@ def saliency_maps(captioner, pixels: torch.Tensor, fed: torch.Tensor, methods: S
     return maps
 
 
-def _words(captioner, lexicon, tokens: list[int], log_probs: torch.Tensor, fed: torch.Tensor, forced,
+def _words(lexicon, tokens: list[int], log_probs: torch.Tensor, fed: torch.Tensor, forced,
            recorder: BeamRecorder) -> list[Word]:
     itos, fed_words = lexicon.itos, lexicon.fed_words
     words = lexicon.words(tokens)

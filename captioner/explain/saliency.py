@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..errors import ArgumentError, UserError
+
 PIXEL_METHODS = ("smoothgrad", "integrated_gradients")
 METHODS = ("gradcam", *PIXEL_METHODS)
 MAX_BATCH = 32  # images per forward/backward pass of the pixel methods
@@ -41,8 +43,6 @@ class SaliencySettings:
     seed: int = 0
 
     def __post_init__(self):
-        from ..errors import ArgumentError
-
         if self.samples < 1:
             raise ArgumentError(f"SmoothGrad needs at least 1 sample per word (--samples), got {self.samples}")
         if not self.noise >= 0:
@@ -52,6 +52,15 @@ class SaliencySettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _captum():
+    """``captum.attr``, or a one-line error saying how to install it."""
+    try:
+        import captum.attr
+    except ImportError:
+        raise UserError("saliency maps need Captum: pip install 'captioner[explain]' (or pip install captum)") from None
+    return captum.attr
 
 
 class WordScores(nn.Module):
@@ -73,23 +82,21 @@ class WordScores(nn.Module):
 def gradcam(encoder, scores: WordScores, pixels: torch.Tensor, grid: torch.Tensor | None = None) -> torch.Tensor:
     """Grad-CAM of each word on the encoder's last feature map (``grid``, computed from
     ``pixels`` when not given): (words, h, w), >= 0."""
-    from captum.attr import LayerGradCam
-
+    attr = _captum()
     if grid is None:
         with torch.no_grad():
             grid = encoder.grid(pixels)
     grid = grid.expand(scores.words, -1, -1, -1).contiguous()
     with torch.enable_grad():
-        maps = LayerGradCam(scores, scores.grid).attribute(grid, target=list(range(scores.words)),
-                                                           relu_attributions=True)
+        maps = attr.LayerGradCam(scores, scores.grid).attribute(grid, target=list(range(scores.words)),
+                                                                relu_attributions=True)
     return maps[:, 0].detach()
 
 
 def pixel_saliency(method: str, encoder, scores: WordScores, pixels: torch.Tensor,
                    settings: SaliencySettings) -> torch.Tensor:
     """A pixel-gradient map of each word: (words, S, S), >= 0 (see the module)."""
-    from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
-
+    attr = _captum()
     words = scores.words
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -102,12 +109,12 @@ def pixel_saliency(method: str, encoder, scores: WordScores, pixels: torch.Tenso
             devices = [pixels.device] if pixels.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(settings.seed)
-                maps = NoiseTunnel(Saliency(forward)).attribute(
+                maps = attr.NoiseTunnel(attr.Saliency(forward)).attribute(
                     inputs, nt_type="smoothgrad", nt_samples=settings.samples, stdevs=settings.noise, target=target,
                     nt_samples_batch_size=max(1, MAX_BATCH // words), abs=True)
             return maps.amax(1).detach()
         if method == "integrated_gradients":
-            maps = IntegratedGradients(forward).attribute(inputs, baselines=0.0, target=target, n_steps=settings.steps,
-                                                          internal_batch_size=MAX_BATCH)
+            maps = attr.IntegratedGradients(forward).attribute(inputs, baselines=0.0, target=target,
+                                                               n_steps=settings.steps, internal_batch_size=MAX_BATCH)
             return maps.abs().sum(1).detach()
-    raise ValueError(f"unknown pixel saliency method {method!r}; use one of {', '.join(PIXEL_METHODS)}")
+    raise ArgumentError(f"unknown pixel saliency method {method!r}; use one of {', '.join(PIXEL_METHODS)}")
