@@ -80,7 +80,8 @@ def bundled(request):
     return Captioner.from_checkpoint(device=request.param)
 
 
-@pytest.mark.parametrize("options", [{}, {"guide": "none", "beam_size": 2}, {"include": "dog", "guide": "none"}])
+@pytest.mark.parametrize("options", [{}, {"guide": "none", "beam_size": 2}, {"include": "dog", "guide": "none"},
+                                     {"include": "armadillo", "guide": "none"}])
 def test_the_caption_is_caption_s_and_its_words_add_up(bundled, options):
     """The explained caption is the one `caption` gives; the words' log-probabilities and <end>'s
     add up to the caption's (float32 sums over a dozen words, rounded to 4 decimals: 1e-3)."""
@@ -93,8 +94,10 @@ def test_the_caption_is_caption_s_and_its_words_add_up(bundled, options):
     for word in explanation.words:
         assert word.alternatives[0][1] >= word.probability - 1e-6 and len(word.alternatives) == 5
     forced = [w for w in explanation.words if w.forced]
-    if "include" in options:
-        assert [(w.word, w.forced["source"]) for w in forced] == [("dog", "include")]
+    if "include" in options:  # "armadillo" is outside the vocabulary: the network reads its proxy
+        word = options["include"]
+        assert [(w.word, w.forced["source"]) for w in forced] == [(word, "include")]
+        assert (forced[0].read_as == word) == (word in bundled.vocab) and forced[0].read_as in bundled.vocab
     elif options.get("guide") != "none":  # the bundled model's default guide forces the cat
         assert forced and all(w.forced["source"] == "imagenet" for w in forced)
     record = json.loads(json.dumps(explanation.to_dict()))
