@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .onnx.layout import is_onnx_export
 from .data.batches import image_batches
 from .data.images import DEFAULT_MAX_PIXELS, ImageLoadError, to_rgb
 from .data.preprocess import preprocess
@@ -34,6 +35,7 @@ from .models.stepping import LSTMStepper
 from .runtime import resolve_device, tune_allocator
 
 DEFAULT_CHECKPOINT_NAME = "default.pt"
+RUNTIMES = ("torch", "onnx")  # what runs the networks: PyTorch, or ONNX Runtime over an export (captioner.onnx)
 
 
 def default_checkpoint_path() -> Path:
@@ -118,9 +120,19 @@ class Captioner:
         self._proxies: dict[str, int | None] = {}
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike | None = None,
-                        device: str | torch.device | None = None) -> "Captioner":
-        """Load a checkpoint (the bundled default when ``path`` is None)."""
+    def from_checkpoint(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                        runtime: str = "torch") -> "Captioner":
+        """Load a checkpoint (the bundled default when ``path`` is None). ``runtime``: one of
+        :data:`RUNTIMES`; ``"onnx"`` reads the folder that ``captioner checkpoint export CKPT
+        --onnx DIR`` writes and runs it with ONNX Runtime (:mod:`captioner.onnx`)."""
+        if runtime not in RUNTIMES:
+            raise ArgumentError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+        if runtime == "onnx":
+            from .onnx.runtime import OnnxCaptioner
+
+            return OnnxCaptioner.from_export(path, device)
+        if path is not None and is_onnx_export(path):
+            raise CheckpointError(path, "is an ONNX export, not a checkpoint file; caption it with --runtime onnx")
         if path is None:
             path = default_checkpoint_path()
             if not path.exists():
@@ -138,8 +150,17 @@ class Captioner:
         return cls(model, vocab, device, decoding, checkpoint.training)
 
     @property
+    def encoder(self):
+        """The image encoder: its preprocessing, and the ImageNet head that guidance and proxies read."""
+        return self.model.encoder
+
+    @property
     def preprocessing(self):
-        return self.model.encoder.preprocessing
+        return self.encoder.preprocessing
+
+    def stepper(self, features: torch.Tensor):
+        """The decoder stepper (:class:`captioner.decoding.search.Stepper`) of a batch of features."""
+        return LSTMStepper(self.model.decoder, features)
 
     def settings(self, **options) -> DecodingSettings:
         """The default decoding settings with ``options`` applied (None: keep the default)."""
@@ -188,7 +209,7 @@ class Captioner:
     def imagenet_guide(self) -> ImageNetGuide:
         """The guide of ``guide="imagenet"`` (a one-line error when the encoder has no ImageNet head)."""
         if self._guide is None:
-            self._guide = ImageNetGuide(self.model.encoder)
+            self._guide = ImageNetGuide(self.encoder)
         return self._guide
 
     def lexicon(self, words: Sequence[str] = ()) -> Lexicon:
@@ -199,7 +220,7 @@ class Captioner:
         new = [w for w in dict.fromkeys(words) if w not in self._proxies and w not in self.vocab]
         proxies = dict(self._proxies)
         if new:
-            found = choose_proxies(new, self.vocab, self.model.encoder)
+            found = choose_proxies(new, self.vocab, self.encoder)
             proxies.update({w: found.get(w) for w in new})
         lexicon = Lexicon(self.vocab, {w: p for w, p in proxies.items() if p is not None})
         self._proxies = proxies
@@ -221,7 +242,7 @@ class Captioner:
             constraints = [[_constraint(lexicon, f) for f in image] for image in forced]
         else:  # nothing forced: the plain vocabulary, so added words cannot appear
             lexicon = Lexicon(self.vocab)
-        stepper = lexicon.wrap(LSTMStepper(self.model.decoder, features))
+        stepper = lexicon.wrap(self.stepper(features))
         hyps = decode(stepper, lexicon, settings, constraints, generator)
         return [CaptionResult(captions=[Caption(lexicon.to_text(h.tokens), h.log_prob, h.score, h.truncated, h.unmet,
                                                 h.tokens) for h in image], forced=image_forced)
