@@ -18,7 +18,6 @@ import torch
 from PIL import Image
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .onnx.layout import is_onnx_export
 from .data.batches import image_batches
 from .data.images import DEFAULT_MAX_PIXELS, ImageLoadError, to_rgb
 from .data.preprocess import preprocess
@@ -32,6 +31,7 @@ from .guidance import Forced, ImageNetGuide, choose_proxies
 from .guidance.imagenet import MAX_FORCED
 from .models.captioner import CaptionModel
 from .models.stepping import LSTMStepper
+from .onnx.layout import is_onnx_export
 from .runtime import resolve_device, tune_allocator
 
 DEFAULT_CHECKPOINT_NAME = "default.pt"

@@ -124,6 +124,15 @@ def test_the_export_refuses_a_folder_of_other_files_and_a_file(tiny_ckpt, tmp_pa
         export_onnx(None, tmp_path / "mine")
 
 
+def test_export_takes_a_target_file_or_onnx_folder_not_both(tiny_ckpt, tmp_path, capsys):
+    for args, problem in [([str(tmp_path / "a.pt"), "--onnx", str(tmp_path / "b")], "either a TARGET"),
+                          ([], "either a TARGET"), (["--onnx", str(tmp_path / "b"), "--half"], "float32")]:
+        assert main(["checkpoint", "export", str(tiny_ckpt), *args]) == 2
+        err = capsys.readouterr().err
+        assert problem in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_wrong_runtime_for_a_file_or_folder_is_one_line(exported, tiny_ckpt, examples_dir, capsys):
     _, folder = exported
     image = str(examples_dir / "cat.jpg")
