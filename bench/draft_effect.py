@@ -33,6 +33,7 @@ from common import corpus  # noqa: E402
 
 from captioner.config import load_config  # noqa: E402
 from captioner.data import images as image_module  # noqa: E402
+from captioner.data.datasets import read_dataset  # noqa: E402
 from captioner.data.images import load_image  # noqa: E402
 from captioner.data.preprocess import preprocess  # noqa: E402
 from captioner.evaluation import evaluate  # noqa: E402
@@ -84,6 +85,19 @@ def timing(spec, count: int = 64, repeats: int = 5) -> dict:
             "pixel_change_mean": float(change.mean()), "pixel_change_max": float(change.max())}
 
 
+def qualifies(path) -> bool:
+    """Whether reduced decoding would apply to the image file ``path``."""
+    with Image.open(path) as image:
+        return image.format == "JPEG" and min(image.size) >= 2 * CROP
+
+
+def rates(summary: dict) -> dict:
+    """Naming rate per system, and which photos' captions or labels there are."""
+    return {name: {"rate": system["naming_rate"], "captions": [row["caption"] for row in system["rows"]],
+                   "named": [row["named"] for row in system["rows"]]}
+            for name, system in summary.get("naming", {}).get("systems", {}).items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", help="labels.jsonl of labelled photos")
@@ -93,21 +107,37 @@ def main() -> int:
     parser.add_argument("--work", default=str(BENCH / ".draft"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    report = {"timing (1 thread)": timing(EncoderSpec().resolved().preprocessing)}
-    print(json.dumps(report), flush=True)
+    print(json.dumps({"timing (1 thread)": timing(EncoderSpec().resolved().preprocessing)}), flush=True)
+    config = None
+    if args.config:
+        config = load_config(args.config, args.overrides)
+        test = [r.image_path for r in read_dataset(config.data).split("test")]
+        reduced = sum(qualifies(p) for p in test)
+        print(json.dumps({"test images": len(test), "decoded at reduced size": reduced}), flush=True)
+        if reduced == 0:  # the same pixels, so the same scores: nothing to evaluate
+            config = None
+    if config is None and args.photos is None:
+        return 0
+    if args.photos:
+        photos = [json.loads(line)["image"] for line in Path(args.photos).read_text().splitlines() if line.strip()]
+        base = Path(args.photos).parent
+        print(json.dumps({"photos": len(photos), "decoded at reduced size": sum(qualifies(base / p) for p in photos)}))
+    results = {}
     for on in (False, True):
         name = "reduced" if on else "full"
-        config = None
-        if args.config:
+        if config is not None:
             config = load_config(args.config, [*args.overrides, f"train.cache_dir={args.work}/cache-{name}"])
-        if config is None and args.photos is None:
-            continue
         with reduced_decoding(on):
             summary = evaluate(config, args.checkpoint, methods=["beam"], guides=["imagenet", "none"],
                                naming=args.photos, show=False)
-        report[name] = {"naming": summary.get("naming", {}).get("systems"),
-                        "CIDEr-D": {k: v.get("CIDEr-D") for k, v in summary.get("systems", {}).items()}}
-        print(json.dumps({name: report[name]}), flush=True)
+        results[name] = {"naming": rates(summary),
+                         "CIDEr-D": {k: v.get("CIDEr-D") for k, v in summary.get("systems", {}).items()}}
+    for system, full in results["full"]["naming"].items():
+        reduced = results["reduced"]["naming"][system]
+        print(json.dumps({"naming": system, "full": full["rate"], "reduced": reduced["rate"],
+                          "outputs changed": sum(a != b for a, b in zip(full["captions"], reduced["captions"])),
+                          "named changed": sum(a != b for a, b in zip(full["named"], reduced["named"]))}))
+    print(json.dumps({"CIDEr-D": {name: r["CIDEr-D"] for name, r in results.items()}}))
     return 0
 
 
