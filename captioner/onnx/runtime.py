@@ -140,6 +140,7 @@ class OnnxCaptioner(Captioner):
     Scoring given captions (:meth:`score`) needs the torch runtime."""
 
     def __init__(self, folder: str | os.PathLike, device: str | torch.device | None = None):
+        # Captioner.__init__ takes a torch model; this sets the same attributes from the export
         folder = Path(folder)
         settings, vocab = read_export(folder)
         try:
