@@ -26,9 +26,10 @@ MODES = {"greedy": dict(method="greedy", guide="none"), "beam 3": dict(method="b
          "default (guided beam)": {}, "constrained (--include dog|cat)": dict(include=["dog|cat"], guide="none")}
 
 
-def compare(torch_captioner, onnx_captioner, paths: list[str]) -> list[dict]:
+def compare(torch_captioner, onnx_captioner, paths: list[str], modes=tuple(MODES)) -> list[dict]:
     rows = []
-    for name, options in MODES.items():
+    for name in modes:
+        options = MODES[name]
         theirs = list(torch_captioner.caption_files(paths, **options))
         ours = list(onnx_captioner.caption_files(paths, **options))
         same = sum(a.text == b.text for a, b in zip(ours, theirs))
@@ -44,8 +45,13 @@ def main() -> int:
     parser.add_argument("--data", help="a Karpathy-format dataset JSON (its test split)")
     parser.add_argument("--images", help="the dataset's image folder")
     parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of: {', '.join(MODES)}")
     parser.add_argument("--out", default=str(ROOT / "bench" / "ONNX-PARITY.md"))
     args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
     sets = {"examples/": [str(p) for p in sorted((ROOT / "examples").glob("*.jpg"))]}
     if args.data:
         records = read_karpathy(args.data, args.images).split("test")
@@ -54,7 +60,8 @@ def main() -> int:
     torch_captioner = Captioner.from_checkpoint(args.checkpoint, device="cpu")
     lines = ["# ONNX Runtime vs torch: the same captions?", "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M')} with `python bench/onnx_parity.py"
-             + (f" --data {args.data} --images {args.images} --count {args.count}" if args.data else "") + "`: "
+             + (f" --data {args.data} --images {args.images} --count {args.count}" if args.data else "")
+             + ("" if args.modes == parser.get_default("modes") else f" --modes '{args.modes}'") + "`: "
              "the checkpoint exported with `captioner checkpoint export --onnx`, both runtimes in float32 on the "
              "CPU. The log-probability difference is over the captions that are the same.", "",
              "| images | decoding | same best caption | largest log-probability difference |", "|---|---|---|---|"]
@@ -62,7 +69,7 @@ def main() -> int:
         export_onnx(torch_captioner, f"{folder}/export")
         onnx_captioner = Captioner.from_checkpoint(f"{folder}/export", device="cpu", runtime="onnx")
         for label, paths in sets.items():
-            for row in compare(torch_captioner, onnx_captioner, paths):
+            for row in compare(torch_captioner, onnx_captioner, paths, modes):
                 lines.append(f"| {label} | {row['mode']} | {row['same']} of {row['images']} "
                              f"({100 * row['same'] / row['images']:.1f}%) | {row['max_log_prob_diff']:.2e} |")
                 print(lines[-1], flush=True)
