@@ -32,9 +32,11 @@ from .guidance import Forced, ImageNetGuide, choose_proxies
 from .guidance.imagenet import MAX_FORCED
 from .models.captioner import CaptionModel
 from .models.stepping import LSTMStepper
+from .onnx.layout import is_onnx_export
 from .runtime import resolve_device, tune_allocator
 
 DEFAULT_CHECKPOINT_NAME = "default.pt"
+RUNTIMES = ("torch", "onnx")  # what runs the networks: PyTorch, or ONNX Runtime over an export (captioner.onnx)
 
 
 def default_checkpoint_path() -> Path:
@@ -124,9 +126,19 @@ class Captioner:
         self._proxies: dict[str, int | None] = {}
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike | None = None,
-                        device: str | torch.device | None = None) -> "Captioner":
-        """Load a checkpoint (the bundled default when ``path`` is None)."""
+    def from_checkpoint(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                        runtime: str = "torch") -> "Captioner":
+        """Load a checkpoint (the bundled default when ``path`` is None). ``runtime``: one of
+        :data:`RUNTIMES`; ``"onnx"`` reads the folder that ``captioner checkpoint export CKPT
+        --onnx DIR`` writes and runs it with ONNX Runtime (:mod:`captioner.onnx`)."""
+        if runtime not in RUNTIMES:
+            raise ArgumentError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+        if runtime == "onnx":
+            from .onnx.runtime import OnnxCaptioner
+
+            return OnnxCaptioner.from_export(path, device)
+        if path is not None and is_onnx_export(path):
+            raise CheckpointError(path, "is an ONNX export, not a checkpoint file; caption it with --runtime onnx")
         if path is None:
             path = default_checkpoint_path()
             if not path.exists():
@@ -144,8 +156,17 @@ class Captioner:
         return cls(model, vocab, device, decoding, checkpoint.training)
 
     @property
+    def encoder(self):
+        """The image encoder: its preprocessing, and the ImageNet head that guidance and proxies read."""
+        return self.model.encoder
+
+    @property
     def preprocessing(self):
-        return self.model.encoder.preprocessing
+        return self.encoder.preprocessing
+
+    def stepper(self, features: torch.Tensor):
+        """The decoder stepper (:class:`captioner.decoding.search.Stepper`) of a batch of features."""
+        return LSTMStepper(self.model.decoder, features)
 
     def settings(self, **options) -> DecodingSettings:
         """The default decoding settings with ``options`` applied (None: keep the default)."""
@@ -194,7 +215,7 @@ class Captioner:
     def imagenet_guide(self) -> ImageNetGuide:
         """The guide of ``guide="imagenet"`` (a one-line error when the encoder has no ImageNet head)."""
         if self._guide is None:
-            self._guide = ImageNetGuide(self.model.encoder)
+            self._guide = ImageNetGuide(self.encoder)
         return self._guide
 
     def lexicon(self, words: Sequence[str] = ()) -> Lexicon:
@@ -205,7 +226,7 @@ class Captioner:
         new = [w for w in dict.fromkeys(words) if w not in self._proxies and w not in self.vocab]
         proxies = dict(self._proxies)
         if new:
-            found = choose_proxies(new, self.vocab, self.model.encoder)
+            found = choose_proxies(new, self.vocab, self.encoder)
             proxies.update({w: found.get(w) for w in new})
         lexicon = Lexicon(self.vocab, {w: p for w, p in proxies.items() if p is not None})
         self._proxies = proxies
@@ -218,25 +239,27 @@ class Captioner:
         """Captions for a batch of encoder features (B, D), one result per image: ``settings``
         (default: this model's, with ``options`` applied), guided as they say, every caption
         containing the user's ``include`` constraints. ``observer``: see
-        :func:`captioner.decoding.decode` (token ids are those of :meth:`decode_lexicon`)."""
+        :func:`captioner.decoding.decode` (token ids are those of :meth:`decode_lexicon`); when the
+        unsure rows are captioned again (``unsure_below``), it sees that second search too, which
+        starts again at step 0 with those rows only."""
         settings, given = self.request(settings, include, **options)
         features = features.to(self.device)
-        results = self._decode(features, settings, given, generator)
+        results = self._decode(features, settings, given, generator, observer)
         unsure = [i for i, result in enumerate(results) if _unsure(result, settings)]
         if unsure:  # say less: a short caption, naming the guide's surest concept if one is likely enough
             shorter = replace(settings, guide_threshold=settings.unsure_threshold, unsure_below=None,
                               max_length=min(settings.max_length, SAY_LESS_WORDS))
-            for i, result in zip(unsure, self._decode(features[unsure], shorter, given, generator)):
+            for i, result in zip(unsure, self._decode(features[unsure], shorter, given, generator, observer)):
                 result.unsure = True
                 results[i] = result
         return results
 
     def _decode(self, features: torch.Tensor, settings: DecodingSettings, given: Sequence[Forced],
-                generator: torch.Generator | None) -> list[CaptionResult]:
+                generator: torch.Generator | None, observer=None) -> list[CaptionResult]:
         forced = self.forced_words(features, settings, given)
         lexicon = self.decode_lexicon(forced)
         constraints = [[_constraint(lexicon, f) for f in image] for image in forced] if any(forced) else None
-        stepper = lexicon.wrap(LSTMStepper(self.model.decoder, features))
+        stepper = lexicon.wrap(self.stepper(features))
         hyps = decode(stepper, lexicon, settings, constraints, generator, observer=observer)
         return [CaptionResult(captions=[Caption(lexicon.to_text(h.tokens), h.log_prob, h.score, h.truncated, h.unmet,
                                                 h.tokens) for h in image], forced=image_forced)

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 import torch
 from tqdm import tqdm
 
-from ..api import Captioner, default_reader_processes
+from ..api import RUNTIMES, Captioner, default_reader_processes
 from ..data.images import DEFAULT_MAX_PIXELS, find_images, printable_path
 from ..errors import ArgumentError
 from ..fileio import AtomicLineWriter, check_writable
@@ -23,7 +23,10 @@ def add_parser(subparsers) -> None:
                     "newline in a path is written as \\\\, \\t or \\n), or JSON lines.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
-    p.add_argument("--checkpoint", help="checkpoint file (default: the bundled default model)")
+    p.add_argument("--checkpoint", help="checkpoint file (default: the bundled default model); with --runtime onnx, "
+                                        "an ONNX export folder")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="what runs the networks: torch, or onnx (ONNX Runtime over `checkpoint export --onnx`)")
     add_decoding_options(p, sampling=True)
     p.add_argument("--include", action="append", default=[], metavar="WORD[|ALT]",
                    help="every caption must contain this word (or one of the alternatives); repeatable")
@@ -51,7 +54,7 @@ def run(args) -> int:
     json_to_stdout = args.jsonl == "-"
     if args.jsonl and not json_to_stdout:
         check_writable(args.jsonl)
-    captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device)
+    captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device, runtime=args.runtime)
     settings, _ = captioner.request(include=args.include, **options)
     workers = args.workers if args.workers is not None else default_reader_processes(len(paths), args.batch_size)
     generator = torch.Generator().manual_seed(args.seed)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+from ..api import Captioner
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..decoding.settings import DecodingSettings, methods
+from ..errors import ArgumentError
 from ..models import CaptionModel
 from .options import add_decoding_options, decoding_options
 
@@ -18,9 +20,13 @@ def add_parser(subparsers) -> None:
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="print the description as JSON")
     info.set_defaults(run=run_info)
-    export = actions.add_parser("export", help="copy without the training state, optionally as float16")
+    export = actions.add_parser("export", help="copy without the training state, optionally as float16; "
+                                               "or as ONNX graphs (--onnx DIR)")
     export.add_argument("source")
-    export.add_argument("target")
+    export.add_argument("target", nargs="?", help="the checkpoint file to write (not with --onnx)")
+    export.add_argument("--onnx", metavar="DIR",
+                        help="write the networks as ONNX graphs into folder DIR, with the vocabulary and settings "
+                             "(caption with `captioner caption --runtime onnx --checkpoint DIR`)")
     export.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
     add_decoding_options(export, methods=methods(deterministic=True), guide_help="new default guide")
     export.set_defaults(run=run_export)
@@ -68,8 +74,22 @@ def _decoding(stored: dict | None, args) -> dict | None:
 
 
 def run_export(args) -> int:
+    if (args.target is None) == (args.onnx is None):
+        raise ArgumentError("give either a TARGET checkpoint file or --onnx DIR")
+    if args.half and args.onnx:
+        raise ArgumentError("--half is for checkpoint files; an ONNX export computes in float32")
     checkpoint = _checked(args.source)
     decoding = _decoding(checkpoint.decoding, args)
+    if args.onnx:
+        from ..onnx.export import check_target, export_onnx
+
+        check_target(args.onnx)
+        captioner = Captioner.from_checkpoint(args.source, device="cpu")
+        captioner.decoding = DecodingSettings.from_dict(decoding)
+        settings = export_onnx(captioner, args.onnx, source=str(args.source))
+        print(f"wrote {args.onnx}: {', '.join(settings['graphs'].values())}, checked (onnx.checker, and ONNX Runtime "
+              "against torch); caption with --runtime onnx --checkpoint " + str(args.onnx))
+        return 0
     save_checkpoint(checkpoint.slim(half=args.half, decoding=decoding), args.target)
     print(f"wrote {args.target} (no training state{', float16 weights' if args.half else ''}; decoding {decoding})")
     return 0

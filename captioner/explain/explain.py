@@ -63,12 +63,14 @@ class Word:
 
 class BeamRecorder:
     """An observer of the beam search (:class:`captioner.decoding.beam.BeamStep`): keeps each
-    step's rows of the first image, on the host."""
+    step's rows of the first image of the last search, on the host."""
 
     def __init__(self):
         self.steps: list[BeamStep] = []
 
     def __call__(self, step: BeamStep) -> None:
+        if step.t == 0:  # a search (again): the caption comes from the last one
+            self.steps = []
         rows = slice(0, step.rows_per_image)
         self.steps.append(BeamStep(step.t, step.rows_per_image, step.scores[rows].cpu(), step.tokens[rows].cpu(),
                                    step.parents[rows].cpu()))
