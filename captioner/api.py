@@ -202,14 +202,14 @@ class Captioner:
         return {*self.vocab.never_generated, self.vocab.end_id}
 
     def forced_words(self, features: torch.Tensor, settings: DecodingSettings,
-                     given: Sequence[Forced] = ()) -> list[list[Forced]]:
+                     given: Sequence[Forced] = (), most: int = MAX_FORCED) -> list[list[Forced]]:
         """What each image's captions must contain: the user's constraints ``given``, then what
-        the guide chooses."""
+        the guide chooses (its ``most`` surest concepts)."""
         per_image = [list(given) for _ in range(len(features))]
         if settings.guide == "imagenet":
             for forced, chosen in zip(per_image, self.imagenet_guide().choose(features, settings.guide_threshold)):
                 words = {w for f in forced for w in f.words}
-                forced.extend(c for c in chosen if not words & set(c.words))
+                forced.extend(c for c in chosen[:most] if not words & set(c.words))
         return per_image
 
     def imagenet_guide(self) -> ImageNetGuide:
@@ -246,17 +246,17 @@ class Captioner:
         features = features.to(self.device)
         results = self._decode(features, settings, given, generator, observer)
         unsure = [i for i, result in enumerate(results) if _unsure(result, settings)]
-        if unsure:  # say less: a short caption, naming the guide's surest concept if one is likely enough
+        if unsure:  # say less: a short caption, naming the guide's one surest concept if it is likely enough
             shorter = replace(settings, guide_threshold=settings.unsure_threshold, unsure_below=None,
                               max_length=min(settings.max_length, SAY_LESS_WORDS))
-            for i, result in zip(unsure, self._decode(features[unsure], shorter, given, generator, observer)):
+            for i, result in zip(unsure, self._decode(features[unsure], shorter, given, generator, observer, most=1)):
                 result.unsure = True
                 results[i] = result
         return results
 
     def _decode(self, features: torch.Tensor, settings: DecodingSettings, given: Sequence[Forced],
-                generator: torch.Generator | None, observer=None) -> list[CaptionResult]:
-        forced = self.forced_words(features, settings, given)
+                generator: torch.Generator | None, observer=None, most: int = MAX_FORCED) -> list[CaptionResult]:
+        forced = self.forced_words(features, settings, given, most)
         lexicon = self.decode_lexicon(forced)
         constraints = [[_constraint(lexicon, f) for f in image] for image in forced] if any(forced) else None
         stepper = lexicon.wrap(self.stepper(features))

@@ -75,7 +75,7 @@ class DecodingSettings:
     an image for which the guide forced nothing and whose best caption averages a
     log-probability per word (its ``<end>`` included) below ``unsure_below`` is captioned
     again in at most :data:`SAY_LESS_WORDS` words, naming the guide's surest concept when
-    one reaches ``unsure_threshold`` (a lower bar than ``guide_threshold``).
+    one reaches ``unsure_threshold`` (a lower bar than ``guide_threshold``; one concept only).
     """
 
     method: str = "beam"
