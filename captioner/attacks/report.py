@@ -222,12 +222,18 @@ def save_figure(figure, path: str | Path) -> None:
 
 
 def write_report(report: dict, out_dir: str | Path) -> dict[str, str]:
-    """``report.json``, ``report.png`` and ``report.md`` in ``out_dir``; returns their paths."""
+    """``report.json``, ``report.png``, ``report.md`` and ``report.html`` (the curves, the table and
+    every image's predictions, :func:`captioner.report_pages.write_report_page`) in ``out_dir``;
+    returns their paths."""
+    from ..report_pages import write_report_page
+
     out = Path(out_dir)
-    paths = {"json": str(out / "report.json"), "plot": str(out / "report.png"), "markdown": str(out / "report.md")}
+    paths = {"json": str(out / "report.json"), "plot": str(out / "report.png"), "markdown": str(out / "report.md"),
+             "page": str(out / "report.html")}
     write_json_atomic(paths["json"], report, indent=2)
     plot_report(report, paths["plot"])
     write_text_atomic(paths["markdown"], format_markdown(report))
+    write_report_page(report, paths["page"], paths["plot"])
     return paths
 
 
