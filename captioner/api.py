@@ -214,24 +214,28 @@ class Captioner:
     @torch.no_grad()
     def decode(self, features: torch.Tensor, settings: DecodingSettings | None = None,
                include: Iterable[str] | str = (), generator: torch.Generator | None = None,
-               **options) -> list[CaptionResult]:
+               observer=None, **options) -> list[CaptionResult]:
         """Captions for a batch of encoder features (B, D), one result per image: ``settings``
         (default: this model's, with ``options`` applied), guided as they say, every caption
-        containing the user's ``include`` constraints."""
+        containing the user's ``include`` constraints. ``observer``: see
+        :func:`captioner.decoding.decode` (token ids are those of :meth:`decode_lexicon`)."""
         settings, given = self.request(settings, include, **options)
         features = features.to(self.device)
         forced = self.forced_words(features, settings, given)
-        constraints = None
-        if any(forced):
-            lexicon = self.lexicon([w for image in forced for f in image for w in f.words])
-            constraints = [[_constraint(lexicon, f) for f in image] for image in forced]
-        else:  # nothing forced: the plain vocabulary, so added words cannot appear
-            lexicon = Lexicon(self.vocab)
+        lexicon = self.decode_lexicon(forced)
+        constraints = [[_constraint(lexicon, f) for f in image] for image in forced] if any(forced) else None
         stepper = lexicon.wrap(LSTMStepper(self.model.decoder, features))
-        hyps = decode(stepper, lexicon, settings, constraints, generator)
+        hyps = decode(stepper, lexicon, settings, constraints, generator, observer=observer)
         return [CaptionResult(captions=[Caption(lexicon.to_text(h.tokens), h.log_prob, h.score, h.truncated, h.unmet,
                                                 h.tokens) for h in image], forced=image_forced)
                 for image, image_forced in zip(hyps, forced)]
+
+    def decode_lexicon(self, forced: Sequence[Sequence[Forced]]) -> Lexicon:
+        """The words :meth:`decode` decodes with, given what is forced per image: the plain
+        vocabulary when nothing is (so added words cannot appear), else :meth:`lexicon`."""
+        if not any(forced):
+            return Lexicon(self.vocab)
+        return self.lexicon([w for image in forced for f in image for w in f.words])
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -290,12 +294,18 @@ class Captioner:
             width = max(len(r) for r in chunk)
             ids = torch.tensor([r + [self.vocab.pad_id] * (width - len(r)) for r in chunk], device=self.device)
             lengths = torch.tensor([len(r) for r in chunk])
-            fed = lexicon.fed_ids(ids)
-            log_probs = self.model.decoder(features, fed, lengths).float().log_softmax(-1)
-            taken = log_probs.gather(2, fed[:, 1:, None]).squeeze(2)
-            valid = torch.arange(width - 1)[None, :] < (lengths - 1)[:, None]
-            scores.extend(taken.masked_fill(~valid.to(taken.device), 0.0).sum(1).tolist())
+            scores.extend(self.word_log_probs(features, lexicon.fed_ids(ids), lengths).sum(1).tolist())
         return scores
+
+    def word_log_probs(self, features: torch.Tensor, fed: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: log p(word | image, the words before) of each word of ``fed`` (B, T)
+        (``<start> w1 .. wn <end>`` as the network reads them, padded), as (B, T - 1), 0 past each
+        row's ``lengths``. Differentiable (with gradients on): the caption's words' scores for
+        attribution (:mod:`captioner.explain`); :meth:`score` sums them."""
+        log_probs = self.model.decoder(features, fed, lengths).float().log_softmax(-1)
+        taken = log_probs.gather(2, fed[:, 1:, None]).squeeze(2)
+        valid = torch.arange(fed.shape[1] - 1)[None, :] < (lengths - 1)[:, None]
+        return taken.masked_fill(~valid.to(taken.device), 0.0)
 
     def _features(self, images: list, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
         """(first index, encoder features) per batch of ``images``; an unreadable file raises."""

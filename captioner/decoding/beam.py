@@ -10,7 +10,7 @@ best of them per group (:func:`_advance`), and those ending in ``<end>`` go to t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +113,20 @@ class _Finished:
 
 
 @dataclass(frozen=True)
+class BeamStep:
+    """What the beam holds after step ``t`` (the ``t + 1``-th word), for an observer of the
+    search. Rows are laid out image by image, ``rows_per_image`` each (constraint groups x beam
+    size); ``scores`` is -inf for a dead row, and ``tokens[r]`` extends the prefix of row
+    ``parents[r]`` of the step before. Finished hypotheses have left the beam."""
+
+    t: int
+    rows_per_image: int
+    scores: torch.Tensor
+    tokens: torch.Tensor
+    parents: torch.Tensor
+
+
+@dataclass(frozen=True)
 class _Candidates:
     """Each image's candidate extensions (batch, n), best first."""
 
@@ -199,7 +213,8 @@ def beam_search(stepper: Stepper, start_id: int, end_id: int, beam_size: int = D
                 max_length: int = DEFAULTS.max_length, min_length: int = 1,
                 length_penalty: float = DEFAULTS.length_penalty, num_return: int = 1, banned: Sequence[int] = (),
                 constraints: Sequence[Sequence[Constraint]] | None = None, phrase_only_from: int | None = None,
-                stepping: Stepping | None = None) -> list[list[Hypothesis]]:
+                stepping: Stepping | None = None,
+                observer: Callable[[BeamStep], None] | None = None) -> list[list[Hypothesis]]:
     """The ``num_return`` best hypotheses of every image, best first.
 
     Without constraints, each step extends every live beam by every token and keeps, per
@@ -218,7 +233,8 @@ def beam_search(stepper: Stepper, start_id: int, end_id: int, beam_size: int = D
     within ``max_length``), the groups below fill the list, best group first, and their
     hypotheses say how many constraints they miss (``unmet``). Token ids from
     ``phrase_only_from`` on (words a :class:`captioner.decoding.lexicon.Lexicon` added) appear
-    only where an image's constraints name them.
+    only where an image's constraints name them. ``observer``, when given, is called with a
+    :class:`BeamStep` after every step (to show what the beam held; it changes nothing).
     """
     _check_arguments(stepper, beam_size, num_return, max_length, min_length, constraints)
     if stepper.rows == 0:  # as greedy decoding and sampling: nothing to decode
@@ -251,6 +267,8 @@ def beam_search(stepper: Stepper, start_id: int, end_id: int, beam_size: int = D
         scores, tokens, automaton, parent = _advance(grid, cand, finished, automaton, end_id, t)
         words.append(tokens)
         parents.append(parent)
+        if observer is not None:
+            observer(BeamStep(t, grid.groups * grid.k, scores, tokens, parent))
         if stepping.live_rows:
             position = torch.empty_like(grid.row_ids)
             position[state_rows] = torch.arange(state_rows.numel(), device=device)

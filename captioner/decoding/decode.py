@@ -22,7 +22,7 @@ from .settings import DecodingSettings, require_method
 
 def decode(stepper: Stepper, vocab, settings: DecodingSettings,
            constraints: Sequence[Sequence[Constraint]] | None = None, generator: torch.Generator | None = None,
-           stepping: Stepping | None = None) -> list[list[Hypothesis]]:
+           stepping: Stepping | None = None, observer=None) -> list[list[Hypothesis]]:
     """``settings.num_captions`` hypotheses per image of ``stepper``, best first.
 
     ``vocab`` gives the special ids and the tokens never generated (``<pad>``, ``<start>``,
@@ -30,7 +30,9 @@ def decode(stepper: Stepper, vocab, settings: DecodingSettings,
     it added, which only constraints may place. ``constraints[b]``: words image b's captions
     must contain; they run a constrained beam search (with beam size 1 when the method is
     greedy). ``generator`` seeds sampling; ``stepping``: how greedy and beam search step
-    (default: the device's way). "a" and "an" agree with the next word
+    (default: the device's way); ``observer``: called after every step of a beam search
+    (:class:`captioner.decoding.beam.BeamStep`; greedy decoding and sampling have no beam to
+    show and ignore it). "a" and "an" agree with the next word
     (:mod:`captioner.decoding.articles`).
     """
     common = dict(start_id=vocab.start_id, end_id=vocab.end_id, max_length=settings.max_length,
@@ -47,7 +49,8 @@ def decode(stepper: Stepper, vocab, settings: DecodingSettings,
     beam_size = 1 if settings.method == "greedy" else settings.beam_size
     return beam_search(stepper, beam_size=beam_size, length_penalty=settings.length_penalty,
                        num_return=settings.num_captions, constraints=constraints if constrained else None,
-                       phrase_only_from=getattr(vocab, "phrase_only_from", None), stepping=stepping, **common)
+                       phrase_only_from=getattr(vocab, "phrase_only_from", None), stepping=stepping,
+                       observer=observer, **common)
 
 
 @torch.no_grad()
