@@ -49,6 +49,7 @@ def save_screenshot(page, path: Path, colours: int = 64, **options) -> None:
     """A screenshot as a small PNG (a palette of ``colours``: flat pages stay well under 100 kB)."""
     from PIL import Image
 
+    page.wait_for_timeout(1000)  # Gradio fades new outputs in
     shot = Image.open(io.BytesIO(page.screenshot(**options))).convert("RGB")
     path.parent.mkdir(parents=True, exist_ok=True)
     shot.quantize(colours, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)

@@ -61,7 +61,7 @@ def server(tmp_path_factory):
     yield url
     process.terminate()
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
 
@@ -127,6 +127,19 @@ def test_caption_tab_captions_an_upload_and_survives_a_corrupt_one(page, tmp_pat
     page.click("#caption-button")
     page.wait_for_selector("#caption-result .caption", timeout=120_000)
     assert page.locator("#caption-result .caption").all_inner_texts() == captions
+
+
+def test_explain_tab_explains_the_caption_word_by_word(page, screenshots):
+    open_tab(page, "Explain")
+    upload(page, "explain-upload", COFFEE)
+    page.click("#explain-button")
+    page.wait_for_selector("#explain-result table", timeout=180_000)
+    result = page.locator("#explain-result")
+    assert "Caption: a cup of coffee" in result.inner_text()  # the same caption as the Caption tab's default
+    words = result.locator("table").first.locator("tbody tr").all_inner_texts()
+    assert [row.split("\t")[0] for row in words] == ["a", "cup", "of", "coffee"]
+    assert result.locator("figcaption", has_text="Grad-CAM: coffee").count() == 1
+    save_screenshot(page, screenshots / "explain.png", full_page=False)
 
 
 def test_visualise_tab_draws_a_class_image_with_its_probability(page, screenshots):

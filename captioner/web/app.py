@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..decoding.settings import GUIDES, MAX_BEAM_SIZE, METHODS
+from ..decoding.settings import GUIDES, MAX_BEAM_SIZE, METHODS, methods
 from ..errors import UserError
 from ..pages import esc
 from ..report_pages import SHEET_STYLE, attack_body, caption_entry, describe_record, file_thumbnail
@@ -61,7 +61,14 @@ def guarded(handler: Callable, outputs: int) -> Callable:
     return run
 
 
-def build_app(toolkit: Toolkit, examples: list[str] = (), explain: Callable | None = None):
+def explain_available() -> bool:
+    """Whether the Explain tab can work: its saliency maps need Captum (the ``web`` extra has it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("captum") is not None
+
+
+def build_app(toolkit: Toolkit, examples: list[str] = ()):
     """The Blocks app (not launched)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
@@ -82,6 +89,17 @@ def build_app(toolkit: Toolkit, examples: list[str] = (), explain: Callable | No
         result = toolkit.visualize(kind, classes, layer, channels, int(steps), int(size))
         rows = "".join(f"<li>{esc(describe_record(r))}</li>" for r in result.records)
         return f"<ul>{rows}</ul>", result.image()
+
+    def explain(path, method, guide, include, maps):
+        if not path:
+            return '<p class="error">error: upload an image first (or pick an example)</p>'
+        from ..explain.page import explanation_body, pictures
+
+        explanation = toolkit.explain(path, split_list(include), maps or (), method=method, guide=guide)
+        explanation.source = Path(path).name
+        if explanation.error:
+            return f'<p class="error">error: {esc(explanation.error.replace(path, explanation.source))}</p>'
+        return explanation_body(explanation, pictures(explanation))
 
     def attack(path, victim, method, eps, steps, target):
         if not path:
@@ -111,8 +129,26 @@ def build_app(toolkit: Toolkit, examples: list[str] = (), explain: Callable | No
                     record = gr.JSON(label="Record (as captioner caption --jsonl writes it)")
             go.click(guarded(caption, 2), [image, method, beam, count, guide, threshold, include], [shown, record],
                      api_name="caption", concurrency_limit=CAPTION_CONCURRENCY, concurrency_id="caption")
-        if explain is not None:
-            explain(gr, examples)
+        if explain_available():
+            from ..explain import METHODS as SALIENCY
+
+            with gr.Tab("Explain", id="explain"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        explained_image = gr.File(label="Image", file_types=["image"], type="filepath",
+                                                  elem_id="explain-upload")
+                        if examples:
+                            gr.Examples(examples, inputs=explained_image, label="Examples")
+                        explain_method = gr.Radio(list(methods(deterministic=True)), value=defaults.method,
+                                                  label="Method")
+                        explain_guide = gr.Radio(list(GUIDES), value=defaults.guide, label="Guide")
+                        explain_include = gr.Textbox(label="Include (comma-separated; word|alternative)")
+                        maps = gr.CheckboxGroup(list(SALIENCY), value=["gradcam"], label="Saliency maps")
+                        why = gr.Button("Explain", variant="primary", elem_id="explain-button")
+                    with gr.Column(scale=3):
+                        explained = gr.HTML(elem_id="explain-result")
+                why.click(guarded(explain, 1), [explained_image, explain_method, explain_guide, explain_include, maps],
+                          explained, api_name="explain", concurrency_limit=HEAVY_CONCURRENCY, concurrency_id="heavy")
         with gr.Tab("Visualise", id="visualise"):
             with gr.Row():
                 with gr.Column():

@@ -15,10 +15,12 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..api import Captioner
-from ..data.images import DEFAULT_MAX_PIXELS
+from ..data.images import DEFAULT_MAX_PIXELS, load_image
 from ..errors import ArgumentError
+from ..report_pages import jpeg_thumbnail
 
 #: Bounds of what one request may ask of the page (the CLI's own limits apply beneath them).
 MAX_VISUALIZE_STEPS = 256
@@ -107,6 +109,18 @@ class Toolkit:
         if len(targets) > MAX_VISUALIZE_IMAGES:
             raise ArgumentError(f"{len(targets)} images asked for; at most {MAX_VISUALIZE_IMAGES} per request")
 
+    # -- Explain -------------------------------------------------------------------------
+    def explain(self, path: str, include: list[str] = (), saliency: list[str] = ("gradcam",), **options):
+        """The :class:`captioner.explain.Explanation` of one upload's caption (``options``: decoding
+        settings). On its own captioner: the saliency maps hook into the encoder, which must not
+        fire inside a caption request running beside it."""
+        from ..explain import explain_images
+
+        captioner = self._once("explained captioner",
+                               lambda: Captioner.from_checkpoint(self.checkpoint, device=self.device))
+        return explain_images(captioner, [path], include=include, saliency=tuple(saliency),
+                              max_pixels=self.max_pixels, **options)[0]
+
     # -- Attack --------------------------------------------------------------------------
     def attack(self, path: str, victim: str = "classifier", method: str | None = None, eps: str = "2/255",
                steps: int = 10, target: str = "") -> AttackOutcome:
@@ -132,9 +146,6 @@ class Toolkit:
             else:
                 raise ArgumentError(f"unknown victim {victim!r}; choose classifier or captioner")
             files = attacked.record["files"]
-            read = {name: open(files[name], "rb").read() for name in ("adversarial", "perturbation")}
-        from ..report_pages import jpeg_thumbnail
-        from ..data.images import load_image
-
+            read = {name: Path(files[name]).read_bytes() for name in ("adversarial", "perturbation")}
         original = jpeg_thumbnail(load_image(path, max_pixels=self.max_pixels), 640)
         return AttackOutcome(attacked.record, original, read["adversarial"], read["perturbation"])
