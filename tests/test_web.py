@@ -104,6 +104,17 @@ def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
+def run_tab(page, name: str, button: str, answer: str, image: Path | None = None):
+    """Open tab ``name``, upload ``image`` to its file box, press ``button`` and wait for ``answer``
+    (a selector); returns the tab's result element."""
+    open_tab(page, name)
+    if image is not None:
+        upload(page, f"{name.lower()}-upload", image)
+    page.click(f"#{button}")
+    page.wait_for_selector(answer, timeout=180_000)
+    return page.locator(f"#{name.lower()}-result")
+
+
 def test_caption_tab_captions_an_upload_and_survives_a_corrupt_one(page, tmp_path, screenshots):
     open_tab(page, "Caption")
     upload(page, "caption-upload", COFFEE)
@@ -130,11 +141,7 @@ def test_caption_tab_captions_an_upload_and_survives_a_corrupt_one(page, tmp_pat
 
 
 def test_explain_tab_explains_the_caption_word_by_word(page, screenshots):
-    open_tab(page, "Explain")
-    upload(page, "explain-upload", COFFEE)
-    page.click("#explain-button")
-    page.wait_for_selector("#explain-result table", timeout=180_000)
-    result = page.locator("#explain-result")
+    result = run_tab(page, "Explain", "explain-button", "#explain-result table", COFFEE)
     assert "Caption: a cup of coffee" in result.inner_text()  # the same caption as the Caption tab's default
     words = result.locator("table").first.locator("tbody tr").all_inner_texts()
     assert [row.split("\t")[0] for row in words] == ["a", "cup", "of", "coffee"]
@@ -145,19 +152,14 @@ def test_explain_tab_explains_the_caption_word_by_word(page, screenshots):
 def test_visualise_tab_draws_a_class_image_with_its_probability(page, screenshots):
     open_tab(page, "Visualise")
     page.get_by_label("Steps").first.fill("4")
-    page.click("#visualise-button")
-    page.wait_for_selector("#visualise-result li", timeout=120_000)
-    assert page.locator("#visualise-result li").inner_text().startswith("espresso: p=")
+    result = run_tab(page, "Visualise", "visualise-button", "#visualise-result li")
+    assert result.locator("li").inner_text().startswith("espresso: p=")
     page.wait_for_selector("#visualise-image img", timeout=30_000)
     save_screenshot(page, screenshots / "visualise.png", full_page=False)
 
 
 def test_attack_tab_shows_three_images_and_the_saved_png_verdict(page, screenshots):
-    open_tab(page, "Attack")
-    upload(page, "attack-upload", COFFEE)
-    page.click("#attack-button")
-    page.wait_for_selector("#attack-result .verdict", timeout=120_000)
-    result = page.locator("#attack-result")
+    result = run_tab(page, "Attack", "attack-button", "#attack-result .verdict", COFFEE)
     assert result.locator("img").count() == 3
     text = result.inner_text()
     assert "FGSM, untargeted, eps 2/255" in text and "espresso" in text  # the clean top class

@@ -61,6 +61,15 @@ def guarded(handler: Callable, outputs: int) -> Callable:
     return run
 
 
+def upload_box(gr, elem_id: str, examples: list[str]):
+    """A file box for one image, with the example photos to pick from under it. A file box, not
+    an image box: the upload reaches the server as sent, and is read by the CLI's own code."""
+    box = gr.File(label="Image", file_types=["image"], type="filepath", elem_id=elem_id)
+    if examples:
+        gr.Examples(examples, inputs=box, label="Examples")
+    return box
+
+
 def explain_available() -> bool:
     """Whether the Explain tab can work: its saliency maps need Captum (the ``web`` extra has it)."""
     import importlib.util
@@ -114,9 +123,7 @@ def build_app(toolkit: Toolkit, examples: list[str] = ()):
         with gr.Tab("Caption", id="caption"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="caption-upload")
-                    if examples:
-                        gr.Examples(examples, inputs=image, label="Examples")
+                    image = upload_box(gr, "caption-upload", examples)
                     method = gr.Radio(list(METHODS), value=defaults.method, label="Method")
                     beam = gr.Slider(1, min(MAX_BEAM_SIZE, 20), value=defaults.beam_size, step=1, label="Beam size")
                     count = gr.Slider(1, min(MAX_BEAM_SIZE, 20), value=3, step=1, label="Captions (n-best)")
@@ -135,10 +142,7 @@ def build_app(toolkit: Toolkit, examples: list[str] = ()):
             with gr.Tab("Explain", id="explain"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        explained_image = gr.File(label="Image", file_types=["image"], type="filepath",
-                                                  elem_id="explain-upload")
-                        if examples:
-                            gr.Examples(examples, inputs=explained_image, label="Examples")
+                        explained_image = upload_box(gr, "explain-upload", examples)
                         explain_method = gr.Radio(list(methods(deterministic=True)), value=defaults.method,
                                                   label="Method")
                         explain_guide = gr.Radio(list(GUIDES), value=defaults.guide, label="Guide")
@@ -167,10 +171,7 @@ def build_app(toolkit: Toolkit, examples: list[str] = ()):
         with gr.Tab("Attack", id="attack"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    target_image = gr.File(label="Image", file_types=["image"], type="filepath",
-                                           elem_id="attack-upload")
-                    if examples:
-                        gr.Examples(examples, inputs=target_image, label="Examples")
+                    target_image = upload_box(gr, "attack-upload", examples)
                     victim = gr.Radio(["classifier", "captioner"], value="classifier", label="Attack")
                     attack_method = gr.Radio(["fgsm", "bim", "pgd"], value="fgsm", label="Method")
                     eps = gr.Textbox(value="2/255", label="eps (L-inf, pixels: 2/255 or 0.01)")
