@@ -145,9 +145,9 @@ def write_attack_page(record: dict, path: str | os.PathLike) -> None:
 def write_report_page(report: dict, path: str | os.PathLike, plot: str | os.PathLike | None = None) -> None:
     """The robustness report as a page: the curves, the table, and each image with its clean
     prediction and its prediction at every eps."""
-    from .attacks.report import _columns
+    from .attacks.report import report_columns
 
-    columns = _columns(report)
+    columns = report_columns(report)
     body = [f"<p>{esc(report['method'].upper())}, untargeted, {report['images']} images; "
             "saved_*: rounded to 8 bits as in a PNG</p>"]
     if plot:

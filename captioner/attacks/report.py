@@ -154,7 +154,8 @@ def robustness_report(victim, paths: Sequence[str], eps_values: Sequence[float],
     return report
 
 
-def _columns(report: dict) -> list[str]:
+def report_columns(report: dict) -> list[str]:
+    """The per-eps measures of a report, in the order its table and page show them."""
     if report["kind"] == "captioner":
         return ["BLEU-4", "CIDEr-D", "change_rate", "saved_change_rate", "linf_255", "l2"]
     return [report["metric"], "success_rate", "saved_success_rate", "linf_255", "l2"]
@@ -162,7 +163,7 @@ def _columns(report: dict) -> list[str]:
 
 def format_table(report: dict) -> str:
     """The per-eps rows as a Markdown table (rates and accuracies in %)."""
-    columns = _columns(report)
+    columns = report_columns(report)
     lines = ["| eps | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in report["rows"]:
         lines.append(f"| {row['eps_text']} | " + " | ".join(f"{row[c]:.2f}" for c in columns) + " |")

@@ -43,6 +43,8 @@ def split_list(text: str | None) -> list[str]:
 
 
 class Toolkit:
+    """The page's actions on one checkpoint; what it needs besides the captioner is made on first use."""
+
     def __init__(self, checkpoint: str | os.PathLike | None = None, device: str | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
         self.checkpoint = checkpoint
@@ -131,6 +133,7 @@ class Toolkit:
         from ..cli.attack import parse_eps
 
         eps_value = parse_eps(eps, "eps")
+        original = jpeg_thumbnail(load_image(path, max_pixels=self.max_pixels), 640)  # the page's pixel limit first
         target = (target or "").strip() or None
         options = dict(eps=eps_value, method=method or None, steps=int(steps), device=self.device)
         with tempfile.TemporaryDirectory(prefix="captioner-attack-") as out:
@@ -147,5 +150,4 @@ class Toolkit:
                 raise ArgumentError(f"unknown victim {victim!r}; choose classifier or captioner")
             files = attacked.record["files"]
             read = {name: Path(files[name]).read_bytes() for name in ("adversarial", "perturbation")}
-        original = jpeg_thumbnail(load_image(path, max_pixels=self.max_pixels), 640)
         return AttackOutcome(attacked.record, original, read["adversarial"], read["perturbation"])
