@@ -48,12 +48,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.samples < 1:
-        raise ArgumentError(f"--samples must be at least 1, got {args.samples}")
-    if not args.noise >= 0:
-        raise ArgumentError(f"--noise must be 0 or more, got {args.noise}")
-    if args.ig_steps < 2:
-        raise ArgumentError(f"--ig-steps must be at least 2, got {args.ig_steps}")
+    saliency = SaliencySettings(samples=args.samples, noise=args.noise, steps=args.ig_steps, seed=args.seed)
     options = decoding_options(args)
     paths = find_images(args.paths)
     if not paths:
@@ -62,7 +57,6 @@ def run(args) -> int:
         check_writable(args.out, folder=True)
     captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device)
     settings, _ = captioner.request(include=args.include, **options)
-    saliency = SaliencySettings(samples=args.samples, noise=args.noise, steps=args.ig_steps, seed=args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     names: set[str] = set()
     failed = 0
@@ -102,6 +96,9 @@ def summary(explanation) -> str:
     for w in explanation.words:
         others = ", ".join(f"{word} {p:.3f}" for word, p in w.alternatives if word != w.word)
         line = f"  {w.index + 1:2d} {w.word:<12} p = {w.probability:.3f}   others: {others}"
+        ranks = [i for i, (_, _, chosen) in enumerate(w.beam) if chosen]
+        if ranks:
+            line += f"   beam: {ranks[0] + 1} of {len(w.beam)}"
         if w.read_as != w.word:
             line += f"   read as {w.read_as}"
         if w.forced:

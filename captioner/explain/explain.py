@@ -23,7 +23,7 @@ from ..decoding import DecodingSettings
 from ..decoding.beam import BeamStep
 from ..errors import ArgumentError
 from .gates import LayerTrace, lstm_trace
-from .saliency import METHODS, PIXEL_METHODS, SaliencySettings, WordScores, gradcam, pixel_saliency
+from .saliency import METHODS, SaliencySettings, WordScores, gradcam, pixel_saliency
 
 ALTERNATIVES = 5  # alternatives shown per word
 
@@ -175,7 +175,9 @@ def explain_images(captioner, images, settings: DecodingSettings | None = None, 
 def _explain(captioner, source: str, pixels: torch.Tensor, settings: DecodingSettings, include, saliency,
              saliency_settings: SaliencySettings, generator) -> Explanation:
     recorder = BeamRecorder()
-    features = captioner.encode(pixels)
+    with torch.no_grad():  # the encoder's forward, keeping the grid Grad-CAM reads
+        grid = captioner.model.encoder.grid(pixels)
+        features = captioner.model.encoder.neck(grid)
     result = captioner.decode(features, settings, include, generator, observer=recorder)[0]
     result.source = source
     best = result.captions[0]
@@ -193,14 +195,29 @@ def _explain(captioner, source: str, pixels: torch.Tensor, settings: DecodingSet
                               end_probability=float(log_probs[-1, lexicon.end_id].exp()),
                               feature_layer=_feature_layer(model.encoder))
     explanation.words = _words(captioner, lexicon, tokens, log_probs, fed[0], result.forced, recorder)
-    if tokens:
-        scores = WordScores(model.encoder.neck, captioner.word_log_probs, fed, lengths, len(tokens))
-        for method in saliency:
-            maps = gradcam(model.encoder, scores, pixels) if method == "gradcam" else \
-                pixel_saliency(method, model.encoder, scores, pixels, saliency_settings)
-            explanation.maps[method] = maps.float().cpu().numpy()
+    explanation.maps = saliency_maps(captioner, pixels, fed[0], saliency, saliency_settings, grid)
     explanation.layers = [_to_cpu(t) for t in lstm_trace(model.decoder, features[0], fed[0, :-1])]
     return explanation
+
+
+def saliency_maps(captioner, pixels: torch.Tensor, fed: torch.Tensor, methods: Sequence[str] = ("gradcam",),
+                  settings: SaliencySettings | None = None, grid: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """The saliency maps (``methods``) of every word of a caption for one image (pixels (1, 3, S, S)):
+    ``fed`` (T,) is ``<start> w1 .. wn <end>`` as the network reads them (the caption need not
+    be the model's own); per method an array (n, h, w). ``grid``: the encoder's feature grid of
+    ``pixels``, when the caller has it already."""
+    words = len(fed) - 2
+    if words < 1:
+        return {}
+    fed = fed[None].to(captioner.device)
+    scores = WordScores(captioner.model.encoder.neck, captioner.word_log_probs, fed, torch.tensor([fed.shape[1]]),
+                        words)
+    maps = {}
+    for method in methods:
+        found = gradcam(captioner.model.encoder, scores, pixels, grid) if method == "gradcam" else \
+            pixel_saliency(method, captioner.model.encoder, scores, pixels, settings or SaliencySettings())
+        maps[method] = found.float().cpu().numpy()
+    return maps
 
 
 def _words(captioner, lexicon, tokens: list[int], log_probs: torch.Tensor, fed: torch.Tensor, forced,

@@ -13,6 +13,8 @@ word's log-probability, by Captum's attribution methods.
 Every map here is a gradient story about this model: where a small change of the input would
 change the word's score most (or, for Grad-CAM, which feature-map cells carry weight for it).
 Show-and-Tell has no attention; these maps are not where the model "looked".
+
+Captum is imported where a map is made (importing it takes seconds), not with this module.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from captum.attr import IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
 PIXEL_METHODS = ("smoothgrad", "integrated_gradients")
@@ -38,6 +39,16 @@ class SaliencySettings:
     noise: float = 0.15
     steps: int = 16
     seed: int = 0
+
+    def __post_init__(self):
+        from ..errors import ArgumentError
+
+        if self.samples < 1:
+            raise ArgumentError(f"SmoothGrad needs at least 1 sample per word (--samples), got {self.samples}")
+        if not self.noise >= 0:
+            raise ArgumentError(f"SmoothGrad's noise (--noise) must be 0 or more, got {self.noise}")
+        if self.steps < 2:
+            raise ArgumentError(f"Integrated Gradients needs at least 2 steps (--ig-steps), got {self.steps}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,10 +70,14 @@ class WordScores(nn.Module):
         return self.score(features, self.fed.expand(n, -1), self.lengths.expand(n))[:, :self.words]
 
 
-def gradcam(encoder, scores: WordScores, pixels: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM of each word on the encoder's last feature map: (words, h, w), >= 0."""
-    with torch.no_grad():
-        grid = encoder.grid(pixels)
+def gradcam(encoder, scores: WordScores, pixels: torch.Tensor, grid: torch.Tensor | None = None) -> torch.Tensor:
+    """Grad-CAM of each word on the encoder's last feature map (``grid``, computed from
+    ``pixels`` when not given): (words, h, w), >= 0."""
+    from captum.attr import LayerGradCam
+
+    if grid is None:
+        with torch.no_grad():
+            grid = encoder.grid(pixels)
     grid = grid.expand(scores.words, -1, -1, -1).contiguous()
     with torch.enable_grad():
         maps = LayerGradCam(scores, scores.grid).attribute(grid, target=list(range(scores.words)),
@@ -73,6 +88,8 @@ def gradcam(encoder, scores: WordScores, pixels: torch.Tensor) -> torch.Tensor:
 def pixel_saliency(method: str, encoder, scores: WordScores, pixels: torch.Tensor,
                    settings: SaliencySettings) -> torch.Tensor:
     """A pixel-gradient map of each word: (words, S, S), >= 0 (see the module)."""
+    from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+
     words = scores.words
 
     def forward(x: torch.Tensor) -> torch.Tensor:
