@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-fast demo bench bench-quick bench-smoke offline-data clean
+.PHONY: install browser test test-fast demo bench bench-quick bench-smoke offline-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,11 +17,19 @@ install: $(STAMP)
 # The whole suite, slow tests included (what CI runs): about 4 minutes on an idle 2-core machine (8 at most), and no
 # test has a time limit that a busy machine can reach. test-fast leaves out the tests marked slow
 # (over about 10 s each; pyproject.toml), for quick local runs.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The browser tests (captioner serve and the HTML pages) drive Debian's chromium with playwright: installed
+# here with apt-get as root (or with sudo) when missing; elsewhere those tests fail and say how to install it.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || [ -n "$$CHROMIUM" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else echo "note: install Debian's chromium for the browser tests (apt-get install -y chromium)" >&2; fi
 
 demo: $(STAMP)
 	$(BIN)/captioner caption examples/

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -124,6 +125,8 @@ class Captioner:
         self.metadata = metadata or {}
         self._guide: ImageNetGuide | None = None
         self._proxies: dict[str, int | None] = {}
+        # The guide and the proxy table are shared by every call: a server captions from several threads.
+        self._shared = threading.RLock()
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None,
@@ -214,23 +217,26 @@ class Captioner:
 
     def imagenet_guide(self) -> ImageNetGuide:
         """The guide of ``guide="imagenet"`` (a one-line error when the encoder has no ImageNet head)."""
-        if self._guide is None:
-            self._guide = ImageNetGuide(self.encoder)
-        return self._guide
+        with self._shared:
+            if self._guide is None:
+                self._guide = ImageNetGuide(self.encoder)
+            return self._guide
 
     def lexicon(self, words: Sequence[str] = ()) -> Lexicon:
         """The vocabulary plus every word outside it that a constraint has named so far (with
         ``words`` added), each with its proxy (:mod:`captioner.guidance.proxies`). Words keep
         their ids for the life of the captioner, so token ids from different calls compare.
-        A word is kept only once its lexicon could be built."""
-        new = [w for w in dict.fromkeys(words) if w not in self._proxies and w not in self.vocab]
-        proxies = dict(self._proxies)
-        if new:
-            found = choose_proxies(new, self.vocab, self.encoder)
-            proxies.update({w: found.get(w) for w in new})
-        lexicon = Lexicon(self.vocab, {w: p for w, p in proxies.items() if p is not None})
-        self._proxies = proxies
-        return lexicon
+        A word is kept only once its lexicon could be built. Safe to call from several threads:
+        the table only grows, one call at a time."""
+        with self._shared:
+            new = [w for w in dict.fromkeys(words) if w not in self._proxies and w not in self.vocab]
+            proxies = dict(self._proxies)
+            if new:
+                found = choose_proxies(new, self.vocab, self.encoder)
+                proxies.update({w: found.get(w) for w in new})
+            lexicon = Lexicon(self.vocab, {w: p for w, p in proxies.items() if p is not None})
+            self._proxies = proxies
+            return lexicon
 
     @torch.no_grad()
     def decode(self, features: torch.Tensor, settings: DecodingSettings | None = None,

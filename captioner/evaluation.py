@@ -102,12 +102,14 @@ def _systems(captioner: Captioner, methods, guides, options: dict) -> list[Decod
 def evaluate(config, checkpoint: str | None, split: str = "test", methods: list[str] = ("beam",),
              guides: list[str] = ("none",), baselines: list[str] = (), options: dict | None = None,
              device: str | None = None, json_out: str | None = None, predictions: str | None = None,
-             naming: str | None = None, show: bool = True) -> dict:
+             naming: str | None = None, show: bool = True, html: str | None = None) -> dict:
     """Score the checkpoint (once per decoding method and guide) and the baselines on ``split``
     of ``config``'s data, and/or the object naming rate on the photos of ``naming``.
 
     ``options``: decoding settings that override the checkpoint's (beam size, length
-    penalty, guide threshold, ...).
+    penalty, guide threshold, ...). ``html``: a page with the scores and, by CIDEr-D, the best and
+    worst images with each system's caption beside the references
+    (:func:`captioner.report_pages.write_evaluation_page`).
     """
     unknown = set(baselines) - set(BASELINES)
     if unknown:
@@ -123,8 +125,15 @@ def evaluate(config, checkpoint: str | None, split: str = "test", methods: list[
         photos = read_labels(naming)
     summary = {"checkpoint": str(checkpoint) if checkpoint else "default", "scale": "x100",
                "decoding": {k: v for k, v in systems[0].to_dict().items() if k not in ("method", "guide")}}
+    if html is not None and config is None:
+        raise ArgumentError("--html shows the captions of a split: give --config")
     if config is not None:
-        summary.update(_score_split(captioner, config, split, systems, baselines, predictions, show))
+        scored, per_image = _score_split(captioner, config, split, systems, baselines, predictions, show)
+        summary.update(scored)
+        if html is not None:
+            from .report_pages import write_evaluation_page
+
+            write_evaluation_page(summary, per_image, html)
     if photos is not None:
         summary["naming"] = _score_naming(captioner, photos, naming, systems, show)
     if json_out:
@@ -174,7 +183,12 @@ def _score_split(captioner, config, split, systems, baselines, predictions, show
                     writer.write(json.dumps({"image_id": records[row].image_id, "path": records[row].image_path,
                                              "caption": caption, "references": records[row].raw},
                                             ensure_ascii=False))
-    return {"data": config.data.path, "split": split, "images": len(test_rows), "systems": results}
+    per_image = [{"path": records[row].image_path, "references": records[row].raw,
+                  "captions": {name: captions[k] for name, captions in outputs.items()},
+                  "cider": {name: results[name]["per_image"][str(records[row].image_id)].get("CIDEr-D", 0.0)
+                            for name in outputs}}
+                 for k, row in enumerate(test_rows)]
+    return {"data": config.data.path, "split": split, "images": len(test_rows), "systems": results}, per_image
 
 
 def _score_naming(captioner: Captioner, photos, source: str, systems, show: bool) -> dict:

@@ -233,7 +233,7 @@ def _run_readme_command(command, tmp_path, capsys, monkeypatch) -> list[str]:
 def test_readme_fgsm_output_is_what_the_command_prints(tmp_path, capsys, monkeypatch):
     command = "captioner attack classify examples/coffee.jpg --eps 2/255 --out adv"
     quoted = _readme_output(command)
-    assert len(quoted) == 8 and _run_readme_command(command, tmp_path, capsys, monkeypatch) == quoted
+    assert len(quoted) == 9 and _run_readme_command(command, tmp_path, capsys, monkeypatch) == quoted
 
 
 def test_readme_bim_output_is_what_the_command_prints(tmp_path, capsys, monkeypatch):

@@ -109,9 +109,9 @@ def test_readme_class_command_prints_the_probability_of_the_png_it_writes(capsys
     code, out, err = run(capsys, *command.split()[2:], "--device", "cpu")
     assert code == 0
     assert [re.sub(r"logit=\S+", "logit=*", line) for line in [*out.splitlines(), *err.splitlines()]] == [
-        "espresso\tp=1.0000 logit=* top-1: espresso (1.0000)", "wrote espresso.png and espresso.json"]
+        "espresso\tp=1.0000 logit=* top-1: espresso (1.0000)", "wrote espresso.png, espresso.json and espresso.html"]
     assert [re.sub(r"logit=\S+", "logit=*", line) for line in quoted] == [
-        "espresso\tp=1.0000 logit=* top-1: espresso (1.0000)", "wrote espresso.png and espresso.json"]
+        "espresso\tp=1.0000 logit=* top-1: espresso (1.0000)", "wrote espresso.png, espresso.json and espresso.html"]
     image = load_image(tmp_path / "espresso.png", resize_to=lite0.preprocessing.resize_size)
     assert image.size == (224, 224)
     with torch.no_grad():

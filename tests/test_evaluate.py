@@ -1,6 +1,9 @@
 """Evaluation: the retrieval baselines on hand-built cases, and `captioner evaluate` end to end."""
 
+import html
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,7 +70,8 @@ def test_evaluate_scores_every_system_with_the_decoding_it_used(trained, tmp_pat
     monkeypatch.setattr(evaluate_module, "caption_features", spy)
     assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), "--split", "test",
                  "--method", "greedy,beam", "--beam-size", "2", "--length-penalty", "0.5", "--max-length", "7",
-                 "--baseline", "nn,frequent", "--json", str(out), "--predictions", str(predictions), "--quiet"]) == 0
+                 "--baseline", "nn,frequent", "--json", str(out), "--predictions", str(predictions),
+                 "--html", str(tmp_path / "page.html"), "--quiet"]) == 0
     assert [c for c in calls if c[0] == "beam"] == [("beam", 2, 0.5, 7)]
     assert [c[3] for c in calls if c[0] == "greedy"] == [7]
     table = capsys.readouterr().out
@@ -85,6 +89,17 @@ def test_evaluate_scores_every_system_with_the_decoding_it_used(trained, tmp_pat
     for name in ("greedy", "beam2", "nn"):
         rows = [json.loads(line) for line in (predictions / f"test-{name}.jsonl").read_text().splitlines()]
         assert len(rows) == 9 and all(row["caption"] and row["references"] for row in rows)
+    # the page: every image (fewer than 50) best first by the first system's CIDEr-D, its captions, the table
+    page = (tmp_path / "page.html").read_text()
+    greedy = {Path(row["path"]).name: row for row in
+              map(json.loads, (predictions / "test-greedy.jsonl").read_text().splitlines())}
+    cider = {name: summary["systems"]["greedy"]["per_image"][str(row["image_id"])]["CIDEr-D"]
+             for name, row in greedy.items()}
+    shown = re.findall(r"<br>([^<]+\.png)</td>", page)
+    assert sorted(shown) == sorted(greedy) and "9 best by CIDEr-D of greedy" in page and "worst" not in page
+    assert [cider[name] for name in shown] == sorted(cider.values(), reverse=True)
+    assert html.escape(greedy[shown[0]]["caption"]) in page
+    assert f"{scores['nn']['CIDEr-D']:.1f}" in page
 
 
 def test_evaluate_rejects_unknown_methods_and_baselines(trained, capsys):

@@ -154,7 +154,8 @@ def robustness_report(victim, paths: Sequence[str], eps_values: Sequence[float],
     return report
 
 
-def _columns(report: dict) -> list[str]:
+def report_columns(report: dict) -> list[str]:
+    """The per-eps measures of a report, in the order its table and page show them."""
     if report["kind"] == "captioner":
         return ["BLEU-4", "CIDEr-D", "change_rate", "saved_change_rate", "linf_255", "l2"]
     return [report["metric"], "success_rate", "saved_success_rate", "linf_255", "l2"]
@@ -162,7 +163,7 @@ def _columns(report: dict) -> list[str]:
 
 def format_table(report: dict) -> str:
     """The per-eps rows as a Markdown table (rates and accuracies in %)."""
-    columns = _columns(report)
+    columns = report_columns(report)
     lines = ["| eps | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in report["rows"]:
         lines.append(f"| {row['eps_text']} | " + " | ".join(f"{row[c]:.2f}" for c in columns) + " |")
@@ -222,12 +223,18 @@ def save_figure(figure, path: str | Path) -> None:
 
 
 def write_report(report: dict, out_dir: str | Path) -> dict[str, str]:
-    """``report.json``, ``report.png`` and ``report.md`` in ``out_dir``; returns their paths."""
+    """``report.json``, ``report.png``, ``report.md`` and ``report.html`` (the curves, the table and
+    every image's predictions, :func:`captioner.report_pages.write_report_page`) in ``out_dir``;
+    returns their paths."""
+    from ..report_pages import write_report_page
+
     out = Path(out_dir)
-    paths = {"json": str(out / "report.json"), "plot": str(out / "report.png"), "markdown": str(out / "report.md")}
+    paths = {"json": str(out / "report.json"), "plot": str(out / "report.png"), "markdown": str(out / "report.md"),
+             "page": str(out / "report.html")}
     write_json_atomic(paths["json"], report, indent=2)
     plot_report(report, paths["plot"])
     write_text_atomic(paths["markdown"], format_markdown(report))
+    write_report_page(report, paths["page"], paths["plot"])
     return paths
 
 

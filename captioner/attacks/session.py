@@ -94,10 +94,12 @@ def top_classes(victim: ClassifierVictim, pixels: torch.Tensor, k: int = 5) -> l
 def attack_classifier(image: str | os.PathLike, out: str | os.PathLike, model: str = "efficientnet_lite0",
                       target: str | int | None = None, eps: float = 2 / 255, method: str | None = None,
                       steps: int = 10, alpha: float | None = None, seed: int = 0, until_saved: bool = False,
-                      max_extra_steps: int = 20, device: str | torch.device | None = None) -> ImageAttack:
-    """Attack an ImageNet classifier on one image; ``target``: a class name or index (targeted)."""
+                      max_extra_steps: int = 20, device: str | torch.device | None = None,
+                      victim: ClassifierVictim | None = None) -> ImageAttack:
+    """Attack an ImageNet classifier on one image; ``target``: a class name or index (targeted).
+    ``victim``: one made before by :func:`classifier_victim` (a server keeps it), else ``model``'s."""
     check_writable(out, folder=True)
-    victim = classifier_victim(model, device)
+    victim = victim or classifier_victim(model, device)
     pixels = read_pixels(image, victim.resize_size)
     target = None if target is None else victim.label_index(target)
     attack = build_attack(victim, eps, method, steps, alpha, seed, targeted=target is not None,
@@ -129,10 +131,11 @@ def attack_caption(image: str | os.PathLike, out: str | os.PathLike, checkpoint:
                    eps: float = 2 / 255,
                    method: str | None = None, steps: int = 10, alpha: float | None = None, seed: int = 0,
                    until_saved: bool = False, max_extra_steps: int = 20,
-                   device: str | torch.device | None = None) -> ImageAttack:
-    """Change the caption of one image, or (``target_caption``) make the model write that caption."""
+                   device: str | torch.device | None = None, victim: CaptionVictim | None = None) -> ImageAttack:
+    """Change the caption of one image, or (``target_caption``) make the model write that caption.
+    ``victim``: a :class:`CaptionVictim` made before (a server keeps its captioner), else ``checkpoint``'s."""
     check_writable(out, folder=True)
-    victim = caption_victim(checkpoint, device, decode, guide)
+    victim = victim or caption_victim(checkpoint, device, decode, guide)
     pixels = read_pixels(image, victim.resize_size)
     targeted = target_caption is not None
     if targeted:
@@ -169,6 +172,10 @@ def _describe_attack(attack: Attack, result: AttackResult, eps: float) -> dict:
 
 
 def _finish(image, out, record: dict, lines: list[str]) -> ImageAttack:
+    from ..report_pages import write_attack_page
+
+    record["files"]["page"] = str(Path(out) / f"{Path(image).stem}_attack.html")
+    write_attack_page(record, record["files"]["page"])
     write_json_atomic(Path(out) / f"{Path(image).stem}_attack.json", record, indent=2)
     return ImageAttack(record, lines + [f"wrote {path}" for path in record["files"].values()])
 

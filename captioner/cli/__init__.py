@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from .. import __version__
 from ..errors import UserError
 from ..runtime import tune_allocator
-from . import attack, caption, checkpoint, evaluate, explain, train, visualize
+from . import attack, caption, checkpoint, evaluate, explain, serve, train, visualize
 
-SUBCOMMANDS = [caption, train, evaluate, checkpoint, visualize, attack, explain]
+SUBCOMMANDS = [caption, train, evaluate, checkpoint, visualize, attack, explain, serve]
 
 # Problems with the user's input (files, values, configs) are UserErrors: one line on stderr, exit code 2
 # (set CAPTIONER_DEBUG=1 for the traceback). Any other exception is a bug and keeps its traceback.

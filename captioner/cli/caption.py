@@ -13,6 +13,7 @@ from ..api import RUNTIMES, Captioner, default_reader_processes
 from ..data.images import DEFAULT_MAX_PIXELS, find_images, printable_path
 from ..errors import ArgumentError
 from ..fileio import AtomicLineWriter, check_writable
+from ..report_pages import CaptionSheet
 from .options import add_decoding_options, decoding_options
 
 
@@ -40,6 +41,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--jsonl", metavar="FILE",
                    help="also write JSON lines to FILE, complete or not at all: an interrupted run leaves FILE as it "
                         "was ('-': JSON lines on stdout instead)")
+    p.add_argument("--html", metavar="FILE",
+                   help="also write a contact sheet (thumbnails, n-best captions with scores, what was forced, "
+                        "errors), self-contained, complete or not at all like --jsonl")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -54,6 +58,8 @@ def run(args) -> int:
     json_to_stdout = args.jsonl == "-"
     if args.jsonl and not json_to_stdout:
         check_writable(args.jsonl)
+    if args.html:
+        check_writable(args.html)
     captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device, runtime=args.runtime)
     settings, _ = captioner.request(include=args.include, **options)
     workers = args.workers if args.workers is not None else default_reader_processes(len(paths), args.batch_size)
@@ -62,13 +68,15 @@ def run(args) -> int:
     progress = tqdm(total=len(paths), unit="img", disable=True if args.quiet or len(paths) < 64 else None,
                     file=sys.stderr)
     # The JSON lines file is published only when every image is done (see AtomicLineWriter).
-    with progress, (AtomicLineWriter(args.jsonl) if args.jsonl and not json_to_stdout else nullcontext()) as sink:
+    with progress, (AtomicLineWriter(args.jsonl) if args.jsonl and not json_to_stdout else nullcontext()) as sink, \
+            (CaptionSheet(args.html, max_pixels=args.max_pixels) if args.html else nullcontext()) as sheet:
         for result in captioner.caption_files(paths, batch_size=args.batch_size, num_workers=workers,
                                               max_pixels=args.max_pixels, include=args.include,
                                               generator=generator, settings=settings):
             progress.update(1)
             failed += bool(result.error)
-            line = json.dumps(result.to_dict(), ensure_ascii=False)
+            record = result.to_dict()
+            line = json.dumps(record, ensure_ascii=False)
             if result.error:
                 tqdm.write(f"error: {result.error}", file=sys.stderr)
             elif result.unmet:
@@ -82,6 +90,8 @@ def run(args) -> int:
                     print(f"{printable_path(result.source)}\t{c.text}", flush=True)
             if sink:
                 sink.write(line)
+            if sheet:
+                sheet.add(record)
     if failed:
         print(f"captioner caption: {failed} of {len(paths)} images could not be read", file=sys.stderr)
         return 1

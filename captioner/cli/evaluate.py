@@ -27,6 +27,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the scores as JSON")
     p.add_argument("--predictions", metavar="DIR", help="write per-image predictions as JSONL files here")
+    p.add_argument("--html", metavar="FILE", help="write a page: the scores, and the best and worst 50 images by "
+                                                  "CIDEr-D with each system's caption beside the references")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -38,12 +40,14 @@ def run(args) -> int:
         check_writable(args.json_out)
     if args.predictions:
         check_writable(args.predictions, folder=True)
+    if args.html:
+        check_writable(args.html)
     config = load_config(args.config, args.overrides) if args.config else None
     options = decoding_options(args)
     summary = evaluate(
         config, args.checkpoint, split=args.split, methods=args.method or [None], guides=args.guide or [None],
         baselines=args.baseline, options=options, device=args.device, json_out=args.json_out,
-        predictions=args.predictions, naming=args.naming, show=not args.quiet,
+        predictions=args.predictions, naming=args.naming, show=not args.quiet, html=args.html,
     )
     print(format_table(summary))
     return 0

@@ -11,6 +11,7 @@ from ..data.images import ImageLoadError, load_image
 from ..errors import ArgumentError
 from ..fileio import check_writable
 from ..models.encoder import DEFAULT_BACKBONE, EncoderSpec, ImageEncoder, build_encoder
+from ..report_pages import write_visualization_page
 
 ACTIONS = {
     "layers": "list the layers that can be visualised, with output shapes and friendly names",
@@ -127,7 +128,7 @@ def run(args) -> int:
     encoder = load_encoder(args)
     if args.action == "layers":
         return print_layers(encoder)
-    for path in (args.out, args.json or Path(args.out).with_suffix(".json")):
+    for path in (args.out, args.json or Path(args.out).with_suffix(".json"), Path(args.out).with_suffix(".html")):
         check_writable(path)  # before the rendering, not after it
     options = _settings_options(args)
     weights = args.action == "filters" and args.weights
@@ -144,9 +145,11 @@ def run(args) -> int:
         photo = _photo(args.image, encoder.preprocessing.resize_size)
         result = viz.visualize_deepdream(encoder, _need_layer(args), photo, **options)
     path = result.save(args.out, args.json, columns=args.columns, tile=32 if weights else None)
+    page = path.with_suffix(".html")
+    write_visualization_page(result, page, f"visualize {args.action}")
     for label, record in zip(result.labels, result.records):
         print(f"{label}\t{_describe(record)}")
-    print(f"wrote {path} and {Path(args.json) if args.json else path.with_suffix('.json')}", file=sys.stderr)
+    print(f"wrote {path}, {Path(args.json) if args.json else path.with_suffix('.json')} and {page}", file=sys.stderr)
     return 0
 
 

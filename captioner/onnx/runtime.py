@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,7 @@ class OnnxCaptioner(Captioner):
                                                                             self.providers), head)
         self._init = Graph(folder / graphs["decoder_init"], self.providers)
         self._step = Graph(folder / graphs["decoder_step"], self.providers)
-        self._guide, self._proxies = None, {}
+        self._guide, self._proxies, self._shared = None, {}, threading.RLock()
 
     @classmethod
     def from_export(cls, path: str | os.PathLike | None, device: str | torch.device | None = None) -> "OnnxCaptioner":
