@@ -149,7 +149,9 @@ def test_a_full_disk_while_writing_jsonl_is_one_line_and_keeps_the_old_file(tmp_
     monkeypatch.setattr(fileio.os, "fsync", full)
     code = main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), "--jsonl", str(out)])
     err = capsys.readouterr().err
-    assert code == 2 and err == f"captioner caption: error: cannot write {out}: disk full (no space left on device)\n"
+    # the first file written is the record of the run in the parts folder (captioner.jobs)
+    assert code == 2 and err == f"captioner caption: error: cannot write {out}.parts/run.json: disk full (no space " \
+                                "left on device)\n"
     assert out.read_text() == "old\n" and leftovers(tmp_path) == []
 
 
@@ -163,7 +165,9 @@ def test_a_disk_full_before_the_jsonl_lines_reach_it_is_one_line_and_leaves_noth
     on_a_full_disk(monkeypatch)
     code = main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), "--jsonl", str(out)])
     err = capsys.readouterr().err
-    assert code == 2 and err == f"captioner caption: error: cannot write {out}: disk full (no space left on device)\n"
+    # the first file written is the record of the run in the parts folder (captioner.jobs)
+    assert code == 2 and err == f"captioner caption: error: cannot write {out}.parts/run.json: disk full (no space " \
+                                "left on device)\n"
     assert out.read_text() == "old\n" and leftovers(tmp_path) == []
 
 

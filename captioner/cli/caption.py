@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import nullcontext
 
-import torch
 from tqdm import tqdm
 
-from ..api import Captioner, default_reader_processes
+from ..api import Captioner, default_checkpoint_path
 from ..data.images import DEFAULT_MAX_PIXELS, find_images, printable_path
+from ..distributed import setup, teardown
 from ..errors import ArgumentError
-from ..fileio import AtomicLineWriter, check_writable
+from ..formats import tsv_lines
+from ..jobs import CaptionJob
 from .options import add_decoding_options, decoding_options
+from .output import add_output_options, output_of
 
 
 def add_parser(subparsers) -> None:
@@ -37,6 +38,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--jsonl", metavar="FILE",
                    help="also write JSON lines to FILE, complete or not at all: an interrupted run leaves FILE as it "
                         "was ('-': JSON lines on stdout instead)")
+    add_output_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -49,38 +51,45 @@ def run(args) -> int:
     if not paths:
         raise ArgumentError(f"no image files found in {' '.join(args.paths)}")
     json_to_stdout = args.jsonl == "-"
-    if args.jsonl and not json_to_stdout:
-        check_writable(args.jsonl)
-    captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device)
+    out, fmt, image_ids = output_of(args, paths)
+    info = setup(args.device, cpu_option="--device cpu")
+    try:
+        return _caption(args, options, paths, json_to_stdout, out, fmt, image_ids, info)
+    finally:
+        teardown(info)
+
+
+def _caption(args, options, paths, json_to_stdout, out, fmt, image_ids, info) -> int:
+    captioner = Captioner.from_checkpoint(args.checkpoint, device=info.device)
     settings, _ = captioner.request(include=args.include, **options)
-    workers = args.workers if args.workers is not None else default_reader_processes(len(paths), args.batch_size)
-    generator = torch.Generator().manual_seed(args.seed)
+    job = CaptionJob(captioner, paths, out, settings=settings, include=args.include, seed=args.seed,
+                     batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels, chunk=args.chunk,
+                     checkpoint=args.checkpoint or default_checkpoint_path(), info=info, fmt=fmt, image_ids=image_ids)
+    done, count = job.start(args.resume)
+    if done:
+        info.log(f"resuming: {done} of {len(set(paths))} images were captioned before")
     failed = 0
-    progress = tqdm(total=len(paths), unit="img", disable=True if args.quiet or len(paths) < 64 else None,
+    progress = tqdm(total=count, unit="img", disable=True if args.quiet or count < 64 or not info.is_main else None,
                     file=sys.stderr)
-    # The JSON lines file is published only when every image is done (see AtomicLineWriter).
-    with progress, (AtomicLineWriter(args.jsonl) if args.jsonl and not json_to_stdout else nullcontext()) as sink:
-        for result in captioner.caption_files(paths, batch_size=args.batch_size, num_workers=workers,
-                                              max_pixels=args.max_pixels, include=args.include,
-                                              generator=generator, settings=settings):
+    with progress:
+        for result in job.run():
             progress.update(1)
             failed += bool(result.error)
-            line = json.dumps(result.to_dict(), ensure_ascii=False)
+            record = result.to_dict()
             if result.error:
                 tqdm.write(f"error: {result.error}", file=sys.stderr)
             elif result.unmet:
                 tqdm.write(f"note: {printable_path(result.source)}: the caption misses {result.unmet} of the forced "
                            f"words ({_forced_words(result)}): no caption of at most {settings.max_length} words "
                            "has them all", file=sys.stderr)
-            if json_to_stdout:
-                print(line, flush=True)
-            elif not result.error:
-                for c in result.captions:
-                    print(f"{printable_path(result.source)}\t{c.text}", flush=True)
-            if sink:
-                sink.write(line)
+            lines = [json.dumps(record, ensure_ascii=False)] if json_to_stdout else tsv_lines(record)
+            if lines:
+                print("\n".join(lines), flush=True)
+    merged = job.finish()  # the output file, from every process's parts
+    failed = failed if merged is None else merged
     if failed:
-        print(f"captioner caption: {failed} of {len(paths)} images could not be read", file=sys.stderr)
+        if info.is_main:
+            print(f"captioner caption: {failed} of {len(set(paths))} images could not be read", file=sys.stderr)
         return 1
     return 0
 
