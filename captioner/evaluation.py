@@ -177,6 +177,37 @@ def _score_split(captioner, config, split, systems, baselines, predictions, show
     return {"data": config.data.path, "split": split, "images": len(test_rows), "systems": results}
 
 
+def score_results(results: str, annotations: str) -> dict:
+    """Score a COCO results file (``[{"image_id", "caption"}]``, as ``captioner caption --format
+    coco`` writes it) against the reference captions of a COCO annotation file, loaded the way
+    coco-caption loads them (``COCO.loadRes``): every result's image must be in the annotations."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    from .formats import read_coco_results
+
+    read_coco_results(results)  # a malformed file is one line naming it, before pycocotools sees it
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        try:
+            coco = COCO(str(annotations))
+        except (OSError, KeyError, TypeError, ValueError, AssertionError) as error:
+            raise ArgumentError(f"--annotations {annotations}: not a readable COCO annotation file "
+                                f"({type(error).__name__}: {error})") from None
+        try:
+            loaded = coco.loadRes(str(results))
+        except AssertionError:
+            raise ArgumentError(f"{results}: some image ids are not among the images of {annotations}") from None
+    ids = sorted(loaded.getImgIds())
+    if not ids:
+        raise ArgumentError(f"{results}: no captions to score")
+    predictions = {i: loaded.imgToAnns[i][0]["caption"] for i in ids}
+    references = {i: [a["caption"] for a in coco.imgToAnns[i]] for i in ids}
+    report = score_captions(predictions, references).to_dict()
+    return {"data": str(annotations), "split": "results", "images": len(ids), "systems": {Path(results).name: report}}
+
+
 def _score_naming(captioner: Captioner, photos, source: str, systems, show: bool) -> dict:
     from .guidance import has_imagenet_head
     from .metrics.naming import naming_rate
