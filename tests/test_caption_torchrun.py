@@ -5,6 +5,7 @@ costs several seconds here (Python and PyTorch in every process), so these are f
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -82,15 +83,15 @@ def test_a_killed_process_is_an_error_and_resume_redoes_at_most_a_chunk_per_proc
     (tmp_path / "killed.py").write_text(KILLED_RANK)
     killed = torchrun("--standalone", "--nproc-per-node", 2, tmp_path / "killed.py", 1, 2, *args, "--jsonl", out)
     assert killed.returncode != 0 and not out.exists()
-    assert "exitcode  : -9" in killed.stderr, killed.stderr[-3000:]  # torchrun names the process that died
+    assert re.search(r"exitcode\s*: -9", killed.stderr), killed.stderr[-3000:]  # torchrun names the one killed
     first = captioned(killed.stdout)
     resumed = subprocess.run([sys.executable, "-m", "captioner", *args, "--jsonl", str(out), "--resume"],
                              capture_output=True, text=True, env=ENV, timeout=HANG_GUARD_S)
-    assert resumed.returncode == 1, resumed.stderr[-3000:]
+    assert resumed.returncode == 1, (resumed.stderr[-3000:], killed.stderr[-3000:])
     assert out.read_bytes() == (root / "one.jsonl").read_bytes() and not parts_folder(out).exists()
     again = first & captioned(resumed.stdout)  # decoded before the kill, lost, and decoded again
     # process 1 lost the chunk it was writing; process 0 at most the one it was in when torchrun stopped it
-    assert CHUNK - 1 <= len(again) <= 2 * CHUNK, (len(again), sorted(again))
+    assert CHUNK <= len(again) <= 2 * CHUNK, (sorted(again), killed.stderr[-3000:])
     assert len(first | captioned(resumed.stdout)) == 39
 
 
