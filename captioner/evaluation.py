@@ -33,6 +33,7 @@ from .data.batches import image_batches
 from .data.cache import FeatureCache
 from .data.datasets import read_dataset
 from .decoding import DecodingSettings, require_method
+from .distributed import Distributed, setup, teardown
 from .errors import ArgumentError
 from .fileio import AtomicLineWriter, write_json_atomic
 from .metrics import score_captions
@@ -102,37 +103,46 @@ def _systems(captioner: Captioner, methods, guides, options: dict) -> list[Decod
 def evaluate(config, checkpoint: str | None, split: str = "test", methods: list[str] = ("beam",),
              guides: list[str] = ("none",), baselines: list[str] = (), options: dict | None = None,
              device: str | None = None, json_out: str | None = None, predictions: str | None = None,
-             naming: str | None = None, show: bool = True) -> dict:
+             naming: str | None = None, show: bool = True) -> dict | None:
     """Score the checkpoint (once per decoding method and guide) and the baselines on ``split``
     of ``config``'s data, and/or the object naming rate on the photos of ``naming``.
 
     ``options``: decoding settings that override the checkpoint's (beam size, length
-    penalty, guide threshold, ...).
+    penalty, guide threshold, ...). Under torchrun the processes share the feature extraction
+    and the decoding; process 0 scores, writes and returns the summary, the others None.
     """
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ArgumentError(f"unknown baseline(s) {sorted(unknown)}; choose from {', '.join(BASELINES)}")
     if config is None and naming is None:
         raise ArgumentError("give --config (a captioned split to score) or --naming (labelled photos), or both")
-    captioner = Captioner.from_checkpoint(checkpoint, device=device)
-    systems = _systems(captioner, methods, guides, options or {})
-    photos = None
-    if naming is not None:
-        from .metrics.naming import read_labels
+    info = setup(device, cpu_option="--device cpu")
+    try:
+        captioner = Captioner.from_checkpoint(checkpoint, device=info.device)
+        systems = _systems(captioner, methods, guides, options or {})
+        photos = None
+        if naming is not None:
+            from .metrics.naming import read_labels
 
-        photos = read_labels(naming)
-    summary = {"checkpoint": str(checkpoint) if checkpoint else "default", "scale": "x100",
-               "decoding": {k: v for k, v in systems[0].to_dict().items() if k not in ("method", "guide")}}
-    if config is not None:
-        summary.update(_score_split(captioner, config, split, systems, baselines, predictions, show))
-    if photos is not None:
-        summary["naming"] = _score_naming(captioner, photos, naming, systems, show)
-    if json_out:
-        write_json_atomic(json_out, summary, indent=2)
-    return summary
+            photos = read_labels(naming)
+        summary = {"checkpoint": str(checkpoint) if checkpoint else "default", "scale": "x100",
+                   "decoding": {k: v for k, v in systems[0].to_dict().items() if k not in ("method", "guide")}}
+        if config is not None:
+            summary.update(_score_split(captioner, config, split, systems, baselines, predictions, show, info))
+        if not info.is_main:
+            return None
+        if photos is not None:
+            summary["naming"] = _score_naming(captioner, photos, naming, systems, show)
+        if json_out:
+            write_json_atomic(json_out, summary, indent=2)
+        return summary
+    finally:
+        teardown(info)
 
 
-def _score_split(captioner, config, split, systems, baselines, predictions, show) -> dict:
+def _score_split(captioner, config, split, systems, baselines, predictions, show, info: Distributed) -> dict:
+    """Decode the split (each process of a torchrun run its share of the images) and, on
+    process 0, score it; the other processes return an empty summary."""
     contents = read_dataset(config.data)
     for problem in contents.problems[:5]:
         _log(f"data: {problem}")
@@ -143,7 +153,7 @@ def _score_split(captioner, config, split, systems, baselines, predictions, show
     encoder = captioner.model.encoder
     cache = FeatureCache(config.train.cache_dir, config.data.name, encoder, paths, 1, config.train.seed)
     cache.build(encoder, captioner.device, config.train.extract_batch_size, config.train.num_workers,
-                progress=show)
+                info.rank, info.world, info.barrier, progress=show and info.is_main)
     features, failed = cache.load()
     test_rows = [i for i, r in enumerate(records) if r.split == split and i not in failed]
     if not test_rows:
@@ -155,7 +165,11 @@ def _score_split(captioner, config, split, systems, baselines, predictions, show
 
     outputs: dict[str, list[str]] = {}
     for settings in systems:
-        outputs[system_name(settings)] = caption_features(captioner, test_features, settings, show=show)
+        share = caption_features(captioner, test_features[info.rank::info.world], settings,
+                                 show=show and info.is_main)
+        outputs[system_name(settings)] = _interleave(info.all_gather(share))
+    if not info.is_main:
+        return {}
     if "nn" in baselines:
         if not train_rows:
             raise ArgumentError("the nn baseline needs training images")
@@ -175,6 +189,11 @@ def _score_split(captioner, config, split, systems, baselines, predictions, show
                                              "caption": caption, "references": records[row].raw},
                                             ensure_ascii=False))
     return {"data": config.data.path, "split": split, "images": len(test_rows), "systems": results}
+
+
+def _interleave(shares: list[list]) -> list:
+    """The items of ``shares[r] = items[r::world]`` back in their order."""
+    return [shares[i % len(shares)][i // len(shares)] for i in range(sum(map(len, shares)))]
 
 
 def score_results(results: str, annotations: str) -> dict:

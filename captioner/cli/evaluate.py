@@ -60,5 +60,6 @@ def run(args) -> int:
         baselines=args.baseline, options=options, device=args.device, json_out=args.json_out,
         predictions=args.predictions, naming=args.naming, show=not args.quiet,
     )
-    print(format_table(summary))
+    if summary is not None:  # under torchrun, process 0 reports
+        print(format_table(summary))
     return 0
