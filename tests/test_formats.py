@@ -12,12 +12,7 @@ import captioner.metrics.coco as coco_metrics
 from captioner.cli import main
 from captioner.errors import ArgumentError
 from captioner.formats import coco_image_ids
-from helpers import fast_checkpoint, random_images
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return fast_checkpoint(tmp_path_factory.mktemp("ckpt") / "fast.pt")
+from helpers import random_images
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +30,15 @@ def coco(tmp_path_factory):
     return root
 
 
-def caption(ckpt, *args):
-    return main(["caption", "--checkpoint", str(ckpt), "--quiet", *map(str, args)])
+def caption(fast_ckpt, *args):
+    return main(["caption", "--checkpoint", str(fast_ckpt), "--quiet", *map(str, args)])
 
 
 @pytest.mark.slow
-def test_coco_results_load_with_pycocotools_and_score_with_evaluate(tmp_path, ckpt, coco, capsys):
+def test_coco_results_load_with_pycocotools_and_score_with_evaluate(tmp_path, fast_ckpt, coco, capsys):
     results, records = tmp_path / "results.json", tmp_path / "records.jsonl"
-    assert caption(ckpt, *sorted(coco.glob("*.png")), "--output", results, "--format", "coco") == 0
-    assert caption(ckpt, *sorted(coco.glob("*.png")), "--jsonl", records) == 0
+    assert caption(fast_ckpt, *sorted(coco.glob("*.png")), "--output", results, "--format", "coco") == 0
+    assert caption(fast_ckpt, *sorted(coco.glob("*.png")), "--jsonl", records) == 0
     written = json.loads(results.read_text())
     best = [json.loads(line)["captions"][0]["caption"] for line in records.read_text().splitlines()]
     # the files sorted by name: ids 5, 7, 42, 139, 1000
@@ -82,14 +77,14 @@ def test_results_of_images_not_in_the_annotations_are_one_line(tmp_path, coco, c
     assert "not a COCO results file" in capsys.readouterr().err
 
 
-def test_image_ids_come_from_the_annotation_file_when_given(tmp_path, ckpt, coco):
+def test_image_ids_come_from_the_annotation_file_when_given(tmp_path, fast_ckpt, coco):
     renamed = tmp_path / "photos"
     random_images(renamed, 2)
     annotations = tmp_path / "a.json"
     annotations.write_text(json.dumps({"images": [{"id": 11, "file_name": "x/0000.png"},
                                                   {"id": 12, "file_name": "0001.png"}], "annotations": []}))
     out = tmp_path / "r.json"
-    assert caption(ckpt, renamed, "--output", out, "--format", "coco", "--coco-ids", annotations) == 0
+    assert caption(fast_ckpt, renamed, "--output", out, "--format", "coco", "--coco-ids", annotations) == 0
     assert [r["image_id"] for r in json.loads(out.read_text())] == [11, 12]
 
 
@@ -102,11 +97,11 @@ def test_inputs_without_a_unique_coco_id_are_refused_before_decoding(names, mess
         coco_image_ids(names)
 
 
-def test_tsv_output_is_what_the_command_prints_and_failures_are_left_out(tmp_path, ckpt, capsys):
+def test_tsv_output_is_what_the_command_prints_and_failures_are_left_out(tmp_path, fast_ckpt, capsys):
     random_images(tmp_path / "images", 3)
     (tmp_path / "images" / "0001.png").write_bytes(b"broken")
     out = tmp_path / "out.tsv"
-    assert caption(ckpt, tmp_path / "images", "--output", out, "--format", "tsv", "--method", "beam",
+    assert caption(fast_ckpt, tmp_path / "images", "--output", out, "--format", "tsv", "--method", "beam",
                    "--num-captions", "2") == 1
     printed = capsys.readouterr().out
     assert out.read_text() == printed and len(printed.splitlines()) == 4  # two images, two captions each

@@ -13,7 +13,7 @@ from PIL import Image
 from captioner.cli import main
 from captioner.data.images import IMAGE_EXTENSIONS, ImageLoadError, find_images, load_image
 from captioner.data.shards import TarMember, expand_braces, shard_members
-from helpers import fast_checkpoint, random_images
+from helpers import random_images
 
 
 def write_shard(path, members: dict[str, bytes]) -> None:
@@ -82,7 +82,7 @@ def test_a_shard_that_is_gone_when_read_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_thousand_images_in_shards_caption_as_the_unpacked_files(tmp_path, capsys):
+def test_a_thousand_images_in_shards_caption_as_the_unpacked_files(tmp_path, fast_ckpt, capsys):
     """Four shards of 250 images each beside their metadata, one member truncated and one that
     is no image: the same records as the unpacked folder (paths aside), in the same order."""
     folder = tmp_path / "unpacked"
@@ -98,8 +98,7 @@ def test_a_thousand_images_in_shards_caption_as_the_unpacked_files(tmp_path, cap
         if shard == 2:
             members["0501.txt"] = (folder / "0501.txt").read_bytes()
         write_shard(tmp_path / "shards" / f"{shard:05d}.tar", members)
-    ckpt = fast_checkpoint(tmp_path / "fast.pt")
-    common = ["--checkpoint", str(ckpt), "--quiet", "--workers", "0"]
+    common = ["--checkpoint", str(fast_ckpt), "--quiet", "--workers", "0"]
     assert main(["caption", str(folder), *common, "--jsonl", str(tmp_path / "files.jsonl")]) == 1
     capsys.readouterr()
     pattern = str(tmp_path / "shards" / "{00000..00003}.tar")
