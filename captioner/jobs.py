@@ -202,7 +202,7 @@ class CaptionJob:
         records = [json.loads(found[p]) for p in self.inputs]
         write_results(self.parts.out, records, self.fmt, self.image_ids)
         shutil.rmtree(self.parts.folder)
-        return sum(1 for r in records if "error" in r)
+        return sum(1 for p in dict.fromkeys(self.inputs) if "error" in json.loads(found[p]))  # each image once
 
 
 def _difference(recorded: dict, current: dict, key: str) -> str:
