@@ -29,7 +29,9 @@ PROCESSES = 2
 
 
 def _command(processes: int, images: Path, out: Path, device: str) -> list[str]:
-    caption = ["-m", "captioner", "caption", str(images), "--jsonl", str(out), "--quiet", "--device", device]
+    chunk = max(1, sum(1 for _ in images.iterdir()) // 8)  # chunks enough for every process
+    caption = ["-m", "captioner", "caption", str(images), "--jsonl", str(out), "--quiet", "--device", device,
+               "--chunk", str(chunk)]
     if processes == 1:
         return [sys.executable, *caption]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *caption]
@@ -44,6 +46,12 @@ def _timed(processes: int, images: Path, out: Path, device: str, threads: int) -
     if done.returncode != 0:
         raise RuntimeError(f"{processes} process(es) failed: {done.stderr[-1000:]}")
     return seconds
+
+
+def _captions(line: str) -> list[str]:
+    import json
+
+    return [c["caption"] for c in json.loads(line).get("captions", [])]
 
 
 def rows(mode: str = "full", device: str | None = None) -> list[dict]:
@@ -64,7 +72,10 @@ def rows(mode: str = "full", device: str | None = None) -> list[dict]:
         for _ in range(repeats):
             one.append(_timed(1, folder, outs[0], device.type, cores))
             two.append(_timed(PROCESSES, folder, outs[1], device.type, max(1, cores // PROCESSES)))
-        same = outs[0].read_bytes() == outs[1].read_bytes()
+        # with another number of torch threads per process the scores may differ in their last
+        # decimal (float rounding): the captions are compared
+        same = [_captions(line) for line in outs[0].read_text().splitlines()] == \
+            [_captions(line) for line in outs[1].read_text().splitlines()]
     t_one, t_two = sorted(one)[len(one) // 2], sorted(two)[len(two) // 2]
     ratio = t_one / t_two
     return [{
@@ -75,8 +86,8 @@ def rows(mode: str = "full", device: str | None = None) -> list[dict]:
         "baseline_value": round(count / t_one, 1), "ours_value": round(count / t_two, 1), "unit": "img/s",
         "ratio": round(ratio, 2), "ratio_is": "speed-up", "target": "report only (2 cores)", "met": None,
         "command": "python bench/bench_processes.py" + mode_flag(mode) + f" --device {device.type}",
-        "notes": f"on {device.type}; whole commands in fresh processes (start-up and merge included); outputs "
-                 f"byte-identical: {'yes' if same else 'NO'}; medians of {repeats} alternating runs",
+        "notes": f"on {device.type}; whole commands in fresh processes (start-up and merge included); same "
+                 f"captions: {'yes' if same else 'NO'}; medians of {repeats} alternating runs",
     }]
 
 
