@@ -1,6 +1,6 @@
 """Run every benchmark and write bench/RESULTS.md (and bench/results.json).
 
-    python bench/run.py [--quick | --smoke] [--rows 1,2,3] (rows 1-13) [--out bench/RESULTS.md]
+    python bench/run.py [--quick | --smoke] [--rows 1,2,3] (rows 1-14) [--out bench/RESULTS.md]
     python bench/run.py --device cuda [--quick | --smoke]   (the device table: bench/RESULTS-cuda.md)
 
 `make bench` runs the full set (about 10 minutes on 2 cores), and the device table on CUDA
@@ -65,6 +65,11 @@ def _row_13(mode):
     return bench_onnx.rows(mode)
 
 
+def _row_14(mode):
+    import bench_processes
+    return bench_processes.rows(mode)
+
+
 def _row_6(mode):
     import bench_visualize
     row = bench_visualize.row_filters(mode)
@@ -75,7 +80,7 @@ def _row_6(mode):
 
 GROUPS = {"1": _rows_1_2_4, "2": _rows_1_2_4, "4": _rows_1_2_4, "8": _rows_1_2_4, "9": _rows_1_2_4, "3": _rows_3_7,
           "7": _rows_3_7, "5": _row_5, "6": _row_6, "10": _row_10,
-          "11": _row_11, "12": _row_12, "13": _row_13}
+          "11": _row_11, "12": _row_12, "13": _row_13, "14": _row_14}
 
 
 MODE_NOTE = {"full": "", "quick": " (quick mode: small sizes, for checking that the rows run, not for the figures)",
@@ -121,12 +126,12 @@ def main() -> int:
     add_mode_flags(parser)
     parser.add_argument("--rows", default=",".join(sorted(GROUPS)), help="comma-separated row numbers")
     parser.add_argument("--out", help="the table (default bench/RESULTS.md; with --device, RESULTS-DEVICE.md)")
-    parser.add_argument("--device", help="run the device table (rows D1-D5) on cpu or cuda instead of rows 1-13")
+    parser.add_argument("--device", help="run the device table (rows D1-D5) on cpu or cuda instead of rows 1-14")
     args = parser.parse_args()
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = sorted(set(wanted) - set(GROUPS))
     if unknown:
-        parser.error(f"unknown rows {unknown}; rows are 1-13")
+        parser.error(f"unknown rows {unknown}; rows are 1-14")
     started = time.time()
     info = machine()
     if args.device:

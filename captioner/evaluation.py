@@ -33,6 +33,7 @@ from .data.batches import image_batches
 from .data.cache import FeatureCache
 from .data.datasets import read_dataset
 from .decoding import DecodingSettings, require_method
+from .distributed import Distributed, setup, teardown
 from .errors import ArgumentError
 from .fileio import AtomicLineWriter, write_json_atomic
 from .metrics import score_captions
@@ -102,46 +103,58 @@ def _systems(captioner: Captioner, methods, guides, options: dict) -> list[Decod
 def evaluate(config, checkpoint: str | None, split: str = "test", methods: list[str] = ("beam",),
              guides: list[str] = ("none",), baselines: list[str] = (), options: dict | None = None,
              device: str | None = None, json_out: str | None = None, predictions: str | None = None,
-             naming: str | None = None, show: bool = True, html: str | None = None) -> dict:
+             naming: str | None = None, show: bool = True, html: str | None = None) -> dict | None:
     """Score the checkpoint (once per decoding method and guide) and the baselines on ``split``
     of ``config``'s data, and/or the object naming rate on the photos of ``naming``.
 
     ``options``: decoding settings that override the checkpoint's (beam size, length
     penalty, guide threshold, ...). ``html``: a page with the scores and, by CIDEr-D, the best and
     worst images with each system's caption beside the references
-    (:func:`captioner.report_pages.write_evaluation_page`).
+    (:func:`captioner.report_pages.write_evaluation_page`). Under torchrun the processes share
+    the feature extraction and the decoding; process 0 scores, writes and returns the summary,
+    the others None.
     """
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ArgumentError(f"unknown baseline(s) {sorted(unknown)}; choose from {', '.join(BASELINES)}")
     if config is None and naming is None:
         raise ArgumentError("give --config (a captioned split to score) or --naming (labelled photos), or both")
-    captioner = Captioner.from_checkpoint(checkpoint, device=device)
-    systems = _systems(captioner, methods, guides, options or {})
-    photos = None
-    if naming is not None:
-        from .metrics.naming import read_labels
+    info = setup(device, cpu_option="--device cpu")
+    try:
+        captioner = Captioner.from_checkpoint(checkpoint, device=info.device)
+        systems = _systems(captioner, methods, guides, options or {})
+        photos = None
+        if naming is not None:
+            from .metrics.naming import read_labels
 
-        photos = read_labels(naming)
-    summary = {"checkpoint": str(checkpoint) if checkpoint else "default", "scale": "x100",
-               "decoding": {k: v for k, v in systems[0].to_dict().items() if k not in ("method", "guide")}}
-    if html is not None and config is None:
-        raise ArgumentError("--html shows the captions of a split: give --config")
-    if config is not None:
-        scored, per_image = _score_split(captioner, config, split, systems, baselines, predictions, show)
-        summary.update(scored)
-        if html is not None:
-            from .report_pages import write_evaluation_page
+            photos = read_labels(naming)
+        summary = {"checkpoint": str(checkpoint) if checkpoint else "default", "scale": "x100",
+                   "decoding": {k: v for k, v in systems[0].to_dict().items() if k not in ("method", "guide")}}
+        if html is not None and config is None:
+            raise ArgumentError("--html shows the captions of a split: give --config")
+        if config is not None:
+            scored, per_image = _score_split(captioner, config, split, systems, baselines, predictions, show, info)
+            summary.update(scored)
+            if html is not None and info.is_main:
+                from .report_pages import write_evaluation_page
 
-            write_evaluation_page(summary, per_image, html)
-    if photos is not None:
-        summary["naming"] = _score_naming(captioner, photos, naming, systems, show)
-    if json_out:
-        write_json_atomic(json_out, summary, indent=2)
-    return summary
+                write_evaluation_page(summary, per_image, html)
+        if not info.is_main:
+            return None
+        if photos is not None:
+            summary["naming"] = _score_naming(captioner, photos, naming, systems, show)
+        if json_out:
+            write_json_atomic(json_out, summary, indent=2)
+        return summary
+    finally:
+        teardown(info)
 
 
-def _score_split(captioner, config, split, systems, baselines, predictions, show) -> dict:
+def _score_split(captioner, config, split, systems, baselines, predictions, show,
+                 info: Distributed) -> tuple[dict, list[dict]]:
+    """Decode the split (each process of a torchrun run its share of the images) and, on
+    process 0, score it: the summary and one record per image (captions, references, CIDEr-D);
+    the other processes return an empty summary."""
     contents = read_dataset(config.data)
     for problem in contents.problems[:5]:
         _log(f"data: {problem}")
@@ -152,7 +165,7 @@ def _score_split(captioner, config, split, systems, baselines, predictions, show
     encoder = captioner.model.encoder
     cache = FeatureCache(config.train.cache_dir, config.data.name, encoder, paths, 1, config.train.seed)
     cache.build(encoder, captioner.device, config.train.extract_batch_size, config.train.num_workers,
-                progress=show)
+                info.rank, info.world, info.barrier, progress=show and info.is_main)
     features, failed = cache.load()
     test_rows = [i for i, r in enumerate(records) if r.split == split and i not in failed]
     if not test_rows:
@@ -164,7 +177,11 @@ def _score_split(captioner, config, split, systems, baselines, predictions, show
 
     outputs: dict[str, list[str]] = {}
     for settings in systems:
-        outputs[system_name(settings)] = caption_features(captioner, test_features, settings, show=show)
+        share = caption_features(captioner, test_features[info.rank::info.world], settings,
+                                 show=show and info.is_main)
+        outputs[system_name(settings)] = _interleave(info.all_gather(share))
+    if not info.is_main:
+        return {}, []
     if "nn" in baselines:
         if not train_rows:
             raise ArgumentError("the nn baseline needs training images")
@@ -189,6 +206,42 @@ def _score_split(captioner, config, split, systems, baselines, predictions, show
                             for name in outputs}}
                  for k, row in enumerate(test_rows)]
     return {"data": config.data.path, "split": split, "images": len(test_rows), "systems": results}, per_image
+
+
+def _interleave(shares: list[list]) -> list:
+    """The items of ``shares[r] = items[r::world]`` back in their order."""
+    return [shares[i % len(shares)][i // len(shares)] for i in range(sum(map(len, shares)))]
+
+
+def score_results(results: str, annotations: str) -> dict:
+    """Score a COCO results file (``[{"image_id", "caption"}]``, as ``captioner caption --format
+    coco`` writes it) against the reference captions of a COCO annotation file, loaded the way
+    coco-caption loads them (``COCO.loadRes``): every result's image must be in the annotations."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    from .formats import read_coco_results
+
+    read_coco_results(results)  # a malformed file is one line naming it, before pycocotools sees it
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        try:
+            coco = COCO(str(annotations))
+        except (OSError, KeyError, TypeError, ValueError, AssertionError) as error:
+            raise ArgumentError(f"--annotations {annotations}: not a readable COCO annotation file "
+                                f"({type(error).__name__}: {error})") from None
+        try:
+            loaded = coco.loadRes(str(results))
+        except AssertionError:
+            raise ArgumentError(f"{results}: some image ids are not among the images of {annotations}") from None
+    ids = sorted(loaded.getImgIds())
+    if not ids:
+        raise ArgumentError(f"{results}: no captions to score")
+    predictions = {i: loaded.imgToAnns[i][0]["caption"] for i in ids}
+    references = {i: [a["caption"] for a in coco.imgToAnns[i]] for i in ids}
+    report = score_captions(predictions, references).to_dict()
+    return {"data": str(annotations), "split": "results", "images": len(ids), "systems": {Path(results).name: report}}
 
 
 def _score_naming(captioner: Captioner, photos, source: str, systems, show: bool) -> dict:

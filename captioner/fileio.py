@@ -115,6 +115,14 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
+def name_beside(path: str | os.PathLike, suffix: str) -> Path:
+    """``path`` with ``suffix`` added to its name, the name cut short where the file system
+    would refuse it (so whatever ``path`` may be called, the name beside it works too)."""
+    path = Path(path)
+    room = _name_max(path.parent if path.parent.is_dir() else Path(".")) - len(os.fsencode(suffix))
+    return path.with_name(os.fsencode(path.name)[:max(room, 1)].decode("utf-8", "ignore") + suffix)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -43,3 +43,10 @@ def tiny_ckpt(tmp_path_factory):
     from helpers import tiny_checkpoint
 
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def fast_ckpt(tmp_path_factory):
+    from helpers import fast_checkpoint
+
+    return fast_checkpoint(tmp_path_factory.mktemp("ckpt") / "fast.pt")

@@ -413,3 +413,42 @@ def test_caption_report_scores_against_references(tmp_path, brightness):
     assert attacked["linf_255"] <= 0.6 * 255 + 1e-3
     assert [entry["153/255"] for entry in report["per_image"][:2]] == ["a white dog runs"] * 2
     assert attacked["change_rate"] >= 200 / 3 - 1e-6
+
+
+def test_a_report_shared_out_between_processes_is_the_report_of_one(tmp_path):
+    """Under torchrun each process attacks every other batch (here two ranks run as threads, with
+    all_gather through shared memory): process 0's report is one process's, PGD's random starts
+    included (each batch draws its own), and the other process returns None."""
+    import threading
+
+    from captioner.attacks.report import robustness_report
+    from captioner.distributed import Distributed
+
+    paths = [_png(tmp_path / f"{i}.png", level, (9, 7)) for i, level in enumerate([200, 90, 140, 60, 120])]
+    (tmp_path / "3.png").write_bytes(b"broken")
+    victim = ClassifierVictim(MeanBrightness())
+
+    def report(info):
+        return robustness_report(victim, paths, [0, 0.1, 0.3], method="pgd", steps=1, alpha=0.001, batch_size=2,
+                                 seed=5, info=info)  # one tiny step: the random start shows in the norms
+
+    slots, barrier = [None, None], threading.Barrier(2)
+
+    class ThreadRank(Distributed):
+        def all_gather(self, value):
+            slots[self.rank] = value
+            barrier.wait()
+            values = list(slots)
+            barrier.wait()
+            return values
+
+    shared = [None, None]
+    threads = [threading.Thread(target=lambda r=r: shared.__setitem__(r, report(ThreadRank(rank=r, world=2))))
+               for r in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    alone = report(Distributed())
+    assert shared[1] is None and shared[0] == alone
+    assert alone["skipped"][0]["path"] == paths[3] and alone["images"] == 4

@@ -33,7 +33,7 @@ def test_smoke_bench_runs_every_row_and_writes_the_table(tmp_path):
     table = out.read_text()
     results = json.loads((tmp_path / "results.json").read_text())
     numbers = sorted({row["row"].split(".")[0] for row in results["rows"]})
-    assert sorted(numbers, key=int) == [str(n) for n in range(1, 14)]
+    assert sorted(numbers, key=int) == [str(n) for n in range(1, 15)]
     for row in results["rows"]:
         assert "error" not in row, row
         assert row["baseline_value"] > 0 and row["ours_value"] > 0 and row["ratio"] > 0

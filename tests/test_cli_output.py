@@ -16,6 +16,7 @@ import pytest
 import captioner.fileio as fileio
 from captioner.api import Captioner
 from captioner.cli import main
+from captioner.jobs import parts_folder
 from helpers import on_a_full_disk, pretend_read_only
 
 
@@ -57,7 +58,8 @@ def test_an_interrupted_run_leaves_the_jsonl_file_as_it_was(tmp_path, tiny_ckpt,
 
 
 def test_sigterm_while_captioning_leaves_the_jsonl_file_as_it_was(tmp_path, tiny_ckpt, examples_dir):
-    """A real `kill`: the process ends with one line and code 143, and removes its temporary file."""
+    """A real `kill` while the images are captioned: the process ends with one line and code 143,
+    leaves no temporary file, and keeps its parts folder for a resumed run (captioner.jobs)."""
     images = tmp_path / "images"
     images.mkdir()
     for n in range(400):  # far more than can be captioned before the signal comes
@@ -70,15 +72,17 @@ def test_sigterm_while_captioning_leaves_the_jsonl_file_as_it_was(tmp_path, tiny
                            stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not leftovers(tmp_path) and run.poll() is None and time.monotonic() < deadline:
+        started = parts_folder(out) / "run.json"  # written before the first image is read
+        while not started.exists() and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert leftovers(tmp_path), "the temporary file never appeared"
+        assert started.exists(), "the run never started"
         run.send_signal(signal.SIGTERM)
         _, err = run.communicate(timeout=60)
     finally:
         run.kill()
     assert run.returncode == 143 and err == "captioner: terminated\n", err
     assert out.read_text() == "the previous run\n" and leftovers(tmp_path) == []
+    assert leftovers(parts_folder(out)) == [] and started.exists()
 
 
 class ClosedPipe(io.StringIO):
@@ -149,7 +153,9 @@ def test_a_full_disk_while_writing_jsonl_is_one_line_and_keeps_the_old_file(tmp_
     monkeypatch.setattr(fileio.os, "fsync", full)
     code = main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), "--jsonl", str(out)])
     err = capsys.readouterr().err
-    assert code == 2 and err == f"captioner caption: error: cannot write {out}: disk full (no space left on device)\n"
+    # the first file written is the record of the run in the parts folder (captioner.jobs)
+    assert code == 2 and err == f"captioner caption: error: cannot write {out}.parts/run.json: disk full (no space " \
+                                "left on device)\n"
     assert out.read_text() == "old\n" and leftovers(tmp_path) == []
 
 
@@ -163,7 +169,9 @@ def test_a_disk_full_before_the_jsonl_lines_reach_it_is_one_line_and_leaves_noth
     on_a_full_disk(monkeypatch)
     code = main(["caption", str(examples_dir / "cat.jpg"), "--checkpoint", str(tiny_ckpt), "--jsonl", str(out)])
     err = capsys.readouterr().err
-    assert code == 2 and err == f"captioner caption: error: cannot write {out}: disk full (no space left on device)\n"
+    # the first file written is the record of the run in the parts folder (captioner.jobs)
+    assert code == 2 and err == f"captioner caption: error: cannot write {out}.parts/run.json: disk full (no space " \
+                                "left on device)\n"
     assert out.read_text() == "old\n" and leftovers(tmp_path) == []
 
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 import yaml
 
-import captioner.training.distributed as distributed
+import captioner.distributed as distributed
 from captioner.cli import main
 from captioner.errors import ArgumentError, UserError
-from captioner.training.distributed import choose_device, setup
+from captioner.distributed import choose_device, setup
 
 
 def gpus(monkeypatch, count):

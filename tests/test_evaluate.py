@@ -3,6 +3,8 @@
 import html
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,9 @@ from captioner.config import config_from_dict
 import captioner.evaluation as evaluate_module
 from captioner.evaluation import consensus_caption, most_frequent_caption, nearest_neighbour_captions
 from captioner.training.run import train
+from helpers import HANG_GUARD_S
 from shapes import make_shapes, write_karpathy
+from test_training import SUBPROCESS_ENV
 
 
 def test_nearest_neighbour_uses_cosine_similarity():
@@ -111,3 +115,23 @@ def test_evaluate_rejects_unknown_methods_and_baselines(trained, capsys):
     for option, value in (("--beam-size", "0"), ("--max-length", "0"), ("--length-penalty", "-1")):
         assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), option, value]) == 2
         assert option in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_decoding_and_score_as_one(trained, tmp_path):
+    """Under torchrun each process decodes every other test image; process 0 puts the captions
+    back in order and scores them: the same predictions and scores as one process."""
+    root, config, checkpoint = trained
+    args = ["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), "--split", "test",
+            "--method", "greedy", "--baseline", "frequent", "--quiet"]
+    assert main([*args, "--json", str(tmp_path / "one.json"), "--predictions", str(tmp_path / "one")]) == 0
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "captioner", *args, "--json", str(tmp_path / "two.json"),
+                          "--predictions", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=HANG_GUARD_S)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("test split, 9 images") == 1  # one table, from process 0
+    for name in ("test-greedy.jsonl", "test-frequent.jsonl"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one["systems"] == two["systems"]

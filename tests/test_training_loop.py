@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from captioner.training import loop, state
-from captioner.training.distributed import Distributed
+from captioner.distributed import Distributed
 from captioner.training.loop import NonFiniteLoss, training_step
 from captioner.training.state import Progress, TrainState, rng_states, set_rng_states
 

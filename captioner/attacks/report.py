@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..data.eightbit import LEVELS, save_png
 from ..data.images import ImageLoadError, load_image
 from ..data.preprocess import pil_to_tensor
+from ..distributed import Distributed
 from ..errors import ArgumentError
 from ..fileio import atomic_write, write_json_atomic, write_text_atomic
 from ..metrics import score_captions
@@ -61,18 +62,24 @@ def _groups(loaded):
         yield [i for i, _ in members], torch.stack([p for _, p in members])
 
 
-def _attack_all(probe, attacks: dict, paths: Sequence[str], eps_values: list[float], batch_size: int, show: bool):
-    """Clean predictions and, per eps, (prediction, fooled, saved fooled, L-inf, L2) of every readable image."""
+def _attack_all(probe, attacks: dict, paths: Sequence[str], eps_values: list[float], batch_size: int, show: bool,
+                info: Distributed = Distributed(), generator: torch.Generator | None = None, seed: int = 0):
+    """Clean predictions and, per eps, (prediction, fooled, saved fooled, L-inf, L2) of every readable image.
+    Under torchrun each process attacks every N-th batch, and every process gets all the results. PGD's
+    random starts come from ``generator``, seeded per batch (``seed`` + the batch's first index), so a
+    batch is attacked the same way whichever process takes it."""
     clean: dict[int, torch.Tensor] = {}
     found: dict[float, dict[int, tuple]] = {eps: {} for eps in eps_values}
     skipped = []
     resize_to = getattr(probe.victim, "resize_size", None)  # the victim's preprocessing, when it has one
-    progress = tqdm(total=len(paths), unit="img", disable=not show, file=sys.stderr)
-    for start in range(0, len(paths), batch_size):
+    progress = tqdm(total=len(paths), unit="img", disable=not show or not info.is_main, file=sys.stderr)
+    for start in range(info.rank * batch_size, len(paths), info.world * batch_size):
+        if generator is not None:
+            generator.manual_seed(seed + start)
         loaded = []
         for index, pixels, error in _load(paths[start:start + batch_size], resize_to):
             if error:
-                skipped.append({"path": paths[start + index], "error": error})
+                skipped.append((start + index, {"path": paths[start + index], "error": error}))
             else:
                 loaded.append((start + index, pixels))
         for indices, pixels in _groups(loaded):
@@ -86,19 +93,37 @@ def _attack_all(probe, attacks: dict, paths: Sequence[str], eps_values: list[flo
                     rows = zip(result.predictions, result.fooled.tolist(), result.saved_fooled.tolist(),
                                result.linf(saved=False).tolist(), result.l2(saved=False).tolist())
                 found[eps].update(zip(indices, rows))
-        progress.update(len(paths[start:start + batch_size]))
+        progress.update(len(paths[start:start + batch_size]) * info.world)
     progress.close()
-    return clean, found, skipped
+    if info.enabled:
+        shares = info.all_gather(_on_cpu((clean, found, skipped)))
+        clean = {i: p for share in shares for i, p in share[0].items()}
+        found = {eps: {i: row for share in shares for i, row in share[1][eps].items()} for eps in eps_values}
+        skipped = [entry for share in shares for entry in share[2]]
+    return clean, found, [entry for _, entry in sorted(skipped, key=lambda pair: pair[0])]
+
+
+def _on_cpu(value):
+    """``value`` with every tensor in it moved to the CPU (to send it to another process)."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
 
 
 def robustness_report(victim, paths: Sequence[str], eps_values: Sequence[float], method: str = "fgsm",
                       steps: int = 10, alpha: float | None = None, labels: Sequence[int] | None = None,
                       references: Sequence[Sequence[str]] | None = None, batch_size: int = 8, seed: int = 0,
-                      name: str = "", show: bool = False) -> dict:
+                      name: str = "", show: bool = False, info: Distributed = Distributed()) -> dict | None:
     """Attack each image of ``paths`` at each eps; see the module docstring for the measures.
 
     ``labels`` (classifiers) and ``references`` (captioners) are per path; without them
     the clean predictions serve as the truth. Unreadable images are skipped and listed.
+    Under torchrun (``info``) the processes share the batches; process 0 returns the report,
+    the others None.
     """
     if not eps_values:
         raise ArgumentError("give at least one eps")
@@ -110,7 +135,10 @@ def robustness_report(victim, paths: Sequence[str], eps_values: Sequence[float],
     generator = torch.Generator(device=probe.device).manual_seed(seed)
     options = {"generator": generator} if method == "pgd" else {}
     attacks = {eps: make_attack(method, victim, eps, steps, alpha, **options) for eps in eps_values if eps > 0}
-    clean, found, skipped = _attack_all(probe, attacks, paths, eps_values, batch_size, show)
+    clean, found, skipped = _attack_all(probe, attacks, paths, eps_values, batch_size, show, info,
+                                        generator if method == "pgd" else None, seed)
+    if not info.is_main:
+        return None
     order = sorted(clean)
     if not order:
         raise ArgumentError("none of the images could be read")

@@ -22,6 +22,7 @@ import torch
 
 from ..data.images import ImageLoadError, find_images, load_image
 from ..data.preprocess import pil_to_tensor
+from ..distributed import setup, teardown
 from ..errors import ArgumentError
 from ..fileio import check_writable, write_json_atomic
 from .base import Attack, AttackResult
@@ -211,8 +212,9 @@ def robustness(out: str | os.PathLike, eps_values: Sequence[float], model: str |
                config: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
                split: str = "test", overrides: Sequence[str] = (), limit: int | None = None, batch_size: int = 8,
                decode: str | None = None, method: str | None = None, steps: int = 10, alpha: float | None = None,
-               seed: int = 0, device: str | torch.device | None = None, show: bool = True) -> dict:
-    """Untargeted attacks on every image at every eps; returns the report, with ``files``.
+               seed: int = 0, device: str | torch.device | None = None, show: bool = True) -> dict | None:
+    """Untargeted attacks on every image at every eps; returns the report, with ``files`` (under
+    torchrun: process 0 does, the others return None).
 
     The victim is the classifier of ``model`` or, without it, the captioner of
     ``checkpoint`` (default: the bundled one). The images are the files under ``images``
@@ -222,20 +224,27 @@ def robustness(out: str | os.PathLike, eps_values: Sequence[float], model: str |
     """
     check_writable(out, folder=True)
     paths, references = _report_images(images, config, split, overrides, limit)
-    victim = classifier_victim(model, device) if model else caption_victim(checkpoint, device, decode)
-    truth = None
-    if labels:
-        if victim.kind != "classifier" or not images:
-            raise ArgumentError("--labels goes with --model and --images (captioners get references from --config)")
-        truth = read_labels(labels, [images], paths, victim)
-    if victim.kind == "classifier":
-        references = None  # a dataset's captions are no class labels: report agreement
-    report = robustness_report(
-        victim, paths, eps_values, method=method or default_method(victim, False), steps=steps, alpha=alpha,
-        labels=truth, references=references, batch_size=batch_size, seed=seed,
-        name=model or (str(checkpoint) if checkpoint else "default checkpoint"), show=show)
-    report["files"] = write_report(report, out)
-    return report
+    info = setup(device, cpu_option="--device cpu")  # under torchrun the processes share the images
+    try:
+        victim = classifier_victim(model, info.device) if model else caption_victim(checkpoint, info.device, decode)
+        truth = None
+        if labels:
+            if victim.kind != "classifier" or not images:
+                raise ArgumentError("--labels goes with --model and --images (captioners get references from "
+                                    "--config)")
+            truth = read_labels(labels, [images], paths, victim)
+        if victim.kind == "classifier":
+            references = None  # a dataset's captions are no class labels: report agreement
+        report = robustness_report(
+            victim, paths, eps_values, method=method or default_method(victim, False), steps=steps, alpha=alpha,
+            labels=truth, references=references, batch_size=batch_size, seed=seed,
+            name=model or (str(checkpoint) if checkpoint else "default checkpoint"), show=show, info=info)
+        if report is None:  # another process of a torchrun run: process 0 reports
+            return None
+        report["files"] = write_report(report, out)
+        return report
+    finally:
+        teardown(info)
 
 
 def _report_images(images, config, split: str, overrides: Sequence[str], limit: int | None):

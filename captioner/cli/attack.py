@@ -149,5 +149,6 @@ def run_report(args) -> int:
         args.out, eps_values, model=args.model, checkpoint=args.checkpoint, images=args.images, config=args.config,
         labels=args.labels, split=args.split, overrides=args.overrides, limit=args.limit,
         batch_size=args.batch_size, decode=args.decode, show=not args.quiet, **_attack_options(args))
-    print(json.dumps(report, ensure_ascii=False) if args.json else format_report_text(report))
+    if report is not None:  # under torchrun, process 0 reports
+        print(json.dumps(report, ensure_ascii=False) if args.json else format_report_text(report))
     return 0

@@ -6,15 +6,18 @@ import json
 import sys
 from contextlib import nullcontext
 
-import torch
 from tqdm import tqdm
 
-from ..api import RUNTIMES, Captioner, default_reader_processes
+from ..api import RUNTIMES, Captioner, default_checkpoint_path
 from ..data.images import DEFAULT_MAX_PIXELS, find_images, printable_path
+from ..distributed import setup, teardown
 from ..errors import ArgumentError
-from ..fileio import AtomicLineWriter, check_writable
+from ..fileio import check_writable
+from ..formats import tsv_lines
+from ..jobs import CaptionJob
 from ..report_pages import CaptionSheet
 from .options import add_decoding_options, decoding_options
+from .output import add_output_options, output_of
 
 
 def add_parser(subparsers) -> None:
@@ -41,9 +44,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--jsonl", metavar="FILE",
                    help="also write JSON lines to FILE, complete or not at all: an interrupted run leaves FILE as it "
                         "was ('-': JSON lines on stdout instead)")
+    add_output_options(p)
     p.add_argument("--html", metavar="FILE",
-                   help="also write a contact sheet (thumbnails, n-best captions with scores, what was forced, "
-                        "errors), self-contained, complete or not at all like --jsonl")
+                   help="also write a contact sheet of the images captioned in this run (thumbnails, n-best captions "
+                        "with scores, what was forced, errors), self-contained, complete or not at all like --jsonl; "
+                        "one process only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -56,44 +61,53 @@ def run(args) -> int:
     if not paths:
         raise ArgumentError(f"no image files found in {' '.join(args.paths)}")
     json_to_stdout = args.jsonl == "-"
-    if args.jsonl and not json_to_stdout:
-        check_writable(args.jsonl)
+    out, fmt, image_ids = output_of(args, paths)
     if args.html:
         check_writable(args.html)
-    captioner = Captioner.from_checkpoint(args.checkpoint, device=args.device, runtime=args.runtime)
+    info = setup(args.device, cpu_option="--device cpu")
+    if args.html and info.world > 1:
+        teardown(info)
+        raise ArgumentError("--html writes one page from one process; under torchrun write --jsonl, then make the page "
+                            "with one process")
+    try:
+        return _caption(args, options, paths, json_to_stdout, out, fmt, image_ids, info)
+    finally:
+        teardown(info)
+
+
+def _caption(args, options, paths, json_to_stdout, out, fmt, image_ids, info) -> int:
+    captioner = Captioner.from_checkpoint(args.checkpoint, device=info.device, runtime=args.runtime)
     settings, _ = captioner.request(include=args.include, **options)
-    workers = args.workers if args.workers is not None else default_reader_processes(len(paths), args.batch_size)
-    generator = torch.Generator().manual_seed(args.seed)
+    job = CaptionJob(captioner, paths, out, settings=settings, include=args.include, seed=args.seed,
+                     batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels, chunk=args.chunk,
+                     checkpoint=args.checkpoint or default_checkpoint_path(), info=info, fmt=fmt, image_ids=image_ids)
+    done, count = job.start(args.resume)
+    if done:
+        info.log(f"resuming: {done} of {len(set(paths))} images were captioned before")
     failed = 0
-    progress = tqdm(total=len(paths), unit="img", disable=True if args.quiet or len(paths) < 64 else None,
+    progress = tqdm(total=count, unit="img", disable=True if args.quiet or count < 64 or not info.is_main else None,
                     file=sys.stderr)
-    # The JSON lines file is published only when every image is done (see AtomicLineWriter).
-    with progress, (AtomicLineWriter(args.jsonl) if args.jsonl and not json_to_stdout else nullcontext()) as sink, \
-            (CaptionSheet(args.html, max_pixels=args.max_pixels) if args.html else nullcontext()) as sheet:
-        for result in captioner.caption_files(paths, batch_size=args.batch_size, num_workers=workers,
-                                              max_pixels=args.max_pixels, include=args.include,
-                                              generator=generator, settings=settings):
+    with progress, (CaptionSheet(args.html, max_pixels=args.max_pixels) if args.html else nullcontext()) as sheet:
+        for result in job.run():
             progress.update(1)
             failed += bool(result.error)
             record = result.to_dict()
-            line = json.dumps(record, ensure_ascii=False)
             if result.error:
                 tqdm.write(f"error: {result.error}", file=sys.stderr)
             elif result.unmet:
                 tqdm.write(f"note: {printable_path(result.source)}: the caption misses {result.unmet} of the forced "
                            f"words ({_forced_words(result)}): no caption of at most {settings.max_length} words "
                            "has them all", file=sys.stderr)
-            if json_to_stdout:
-                print(line, flush=True)
-            elif not result.error:
-                for c in result.captions:
-                    print(f"{printable_path(result.source)}\t{c.text}", flush=True)
-            if sink:
-                sink.write(line)
+            lines = [json.dumps(record, ensure_ascii=False)] if json_to_stdout else tsv_lines(record)
+            if lines:
+                print("\n".join(lines), flush=True)
             if sheet:
                 sheet.add(record)
+    merged = job.finish()  # the output file, from every process's parts
+    failed = failed if merged is None else merged
     if failed:
-        print(f"captioner caption: {failed} of {len(paths)} images could not be read", file=sys.stderr)
+        if info.is_main:
+            print(f"captioner caption: {failed} of {len(set(paths))} images could not be read", file=sys.stderr)
         return 1
     return 0
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from ..config import load_config
 from ..decoding.settings import methods
 from ..evaluation import BASELINES
-from ..fileio import check_writable
+from ..errors import ArgumentError
+from ..fileio import check_writable, write_json_atomic
 from .options import add_decoding_options, decoding_options, list_of
 
 
@@ -29,12 +30,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--predictions", metavar="DIR", help="write per-image predictions as JSONL files here")
     p.add_argument("--html", metavar="FILE", help="write a page: the scores, and the best and worst 50 images by "
                                                   "CIDEr-D with each system's caption beside the references")
+    p.add_argument("--results", metavar="RESULTS",
+                   help="score this COCO results file ([{image_id, caption}], as `caption --format coco` writes it) "
+                        "against --annotations instead of decoding")
+    p.add_argument("--annotations", metavar="FILE", help="the COCO annotation file whose captions --results is "
+                                                         "scored against")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..evaluation import evaluate, format_table
+    from ..evaluation import evaluate, format_table, score_results
 
     if args.json_out:
         check_writable(args.json_out)
@@ -42,6 +48,15 @@ def run(args) -> int:
         check_writable(args.predictions, folder=True)
     if args.html:
         check_writable(args.html)
+    if args.results or args.annotations:
+        if not (args.results and args.annotations):
+            raise ArgumentError("--results and --annotations go together: a COCO results file and the COCO "
+                                "annotation file it is scored against")
+        summary = score_results(args.results, args.annotations)
+        if args.json_out:
+            write_json_atomic(args.json_out, summary, indent=2)
+        print(format_table(summary))
+        return 0
     config = load_config(args.config, args.overrides) if args.config else None
     options = decoding_options(args)
     summary = evaluate(
@@ -49,5 +64,6 @@ def run(args) -> int:
         baselines=args.baseline, options=options, device=args.device, json_out=args.json_out,
         predictions=args.predictions, naming=args.naming, show=not args.quiet, html=args.html,
     )
-    print(format_table(summary))
+    if summary is not None:  # under torchrun, process 0 reports
+        print(format_table(summary))
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import io
 import os
 import re
 import stat
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import UserError
+from .shards import TarMember, expand_braces, is_shard, shard_members
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -60,6 +62,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     of a few bytes would otherwise become 256 x 5,120,000 pixels (gigabytes) in
     :func:`captioner.data.preprocess.preprocess`.
     """
+    if isinstance(path, TarMember):
+        return _load_member(path, max_pixels, resize_to)
     path = Path(path)
     try:
         kind = path.stat().st_mode
@@ -70,25 +74,52 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
             raise ImageLoadError(path, f"not a regular file (a {_file_kind(kind)})")
         if path.stat().st_size == 0:
             raise ImageLoadError(path, "empty file (0 bytes)")
-        with warnings.catch_warnings():
-            # PIL only warns between max_pixels and 2 * max_pixels; refuse both.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            previous = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = max_pixels
-            try:
-                with Image.open(path) as image:
-                    if resize_to is not None:
-                        check_resized_size(path, image.size, resize_to, max_pixels)
-                    image.load()
-                    return to_rgb(image)
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous
+        return _decode(path, path, max_pixels, resize_to)
     except ImageLoadError:
         raise
     except FileNotFoundError:
         raise ImageLoadError(path, "no such file") from None
     except PermissionError:
         raise ImageLoadError(path, "permission denied") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ImageLoadError(path, "symlink loop (a symbolic link that points back to itself)") from None
+        if error.errno is not None:  # the file system's error, not the decoder's
+            raise ImageLoadError(path, f"cannot read the file ({error.strerror or error})") from None
+        raise
+
+
+def _load_member(member: TarMember, max_pixels: int, resize_to: int | None) -> Image.Image:
+    """:func:`load_image` for an image inside a tar shard: its bytes, read in place."""
+    if member.error:
+        raise ImageLoadError(member, member.error)
+    if member.size == 0:
+        raise ImageLoadError(member, "empty member (0 bytes)")
+    try:
+        data = member.read()
+    except FileNotFoundError:
+        raise ImageLoadError(member, f"no such shard ({member.shard})") from None
+    except (OSError, EOFError) as error:
+        raise ImageLoadError(member, f"cannot read the shard ({getattr(error, 'strerror', None) or error})") from None
+    return _decode(io.BytesIO(data), member, max_pixels, resize_to)
+
+
+def _decode(source, path, max_pixels: int, resize_to: int | None) -> Image.Image:
+    """Decode ``source`` (a path or a file object) named ``path`` in errors, within the limits."""
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between max_pixels and 2 * max_pixels; refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            previous = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            try:
+                with Image.open(source) as image:
+                    if resize_to is not None:
+                        check_resized_size(path, image.size, resize_to, max_pixels)
+                    image.load()
+                    return to_rgb(image)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not an image file (unknown or corrupt format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -98,10 +129,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
             path, f"image too large ({size}more than the limit of {max_pixels:,}; possible decompression bomb)"
         ) from None
     except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise ImageLoadError(path, "symlink loop (a symbolic link that points back to itself)") from None
         if error.errno is not None:  # the file system's error, not the decoder's
-            raise ImageLoadError(path, f"cannot read the file ({error.strerror or error})") from None
+            raise
         _decode_error(path, error)
     except (SyntaxError, ValueError) as error:
         _decode_error(path, error)
@@ -185,10 +214,15 @@ def find_images(inputs: list[str]) -> list[str]:
     named explicitly are kept whatever their extension, so that a mistake (a text
     file, a missing file) is reported by :func:`load_image` instead of vanishing; so
     is a folder (or sub-folder) that cannot be listed, whose images would vanish.
+    A tar shard (``.tar``) named explicitly, or matched by a glob or a brace pattern
+    (``shards/{00000..00999}.tar``), contributes its image members
+    (:class:`captioner.data.shards.TarMember`), sorted by name.
     """
     paths: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
+    for item in [name for given in inputs for name in expand_braces(given)]:
+        if is_shard(item):
+            paths.extend(shard_members(item, IMAGE_EXTENSIONS))
+        elif os.path.isdir(item):
             unlisted: list[OSError] = []
             found = []
             for root, dirs, files in os.walk(item, onerror=unlisted.append):
@@ -202,7 +236,8 @@ def find_images(inputs: list[str]) -> list[str]:
         elif not os.path.exists(item) and glob.has_magic(item):
             matches = [m for m in sorted(glob.glob(item, recursive=True)) if os.path.isfile(m)]
             # A pattern that matches nothing stays in the list, so it is reported as missing.
-            paths.extend(matches or [item])
+            for match in matches or [item]:
+                paths.extend(shard_members(match, IMAGE_EXTENSIONS) if is_shard(match) else [match])
         else:
             paths.append(item)
     return paths

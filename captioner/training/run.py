@@ -36,7 +36,7 @@ from ..fileio import check_writable, write_text_atomic
 from ..metrics import java_available, score_captions
 from ..models import CaptionModel, DecoderConfig, EncoderSpec, LSTMDecoder, build_encoder
 from .batches import CachedPairs, ImagePairs, caption_pairs, collate, epoch_batches
-from .distributed import Distributed, setup, teardown
+from ..distributed import Distributed, setup, teardown
 from .loop import NonFiniteLoss, train_one_epoch
 from .scst import CaptionSampler, CiderReward, scst_one_epoch
 from .state import Progress, TrainState, rng_of_ranks

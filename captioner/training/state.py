@@ -95,7 +95,7 @@ class TrainState:
         """Put this state back into the run's objects; returns the progress to continue from.
 
         Each process takes its own RNG states when the run had as many processes (``info``,
-        a :class:`~captioner.training.distributed.Distributed`), else every process takes
+        a :class:`~captioner.distributed.Distributed`), else every process takes
         process 0's, as a fresh run starts them all from one seed (not bit-exact then)."""
         optimizer.load_state_dict(self.optimizer)
         scheduler.load_state_dict(self.scheduler)

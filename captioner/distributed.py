@@ -1,12 +1,13 @@
-"""Process-group set-up for multi-process training with ``torchrun``.
+"""Rank, world, device and process group of a command run under ``torchrun``: the one policy
+that training, the feature cache and captioning share.
 
-``torchrun --nproc_per_node=N -m captioner train ...`` starts N processes with
-``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set; a single ``captioner train`` runs as rank 0
+``torchrun --nproc_per_node=N -m captioner train ...`` (or ``caption``) starts N processes with
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set; a plain ``captioner`` command runs as rank 0
 of a world of 1, so the same code serves both.
 
 On CUDA each process drives one GPU of its own, ``cuda:LOCAL_RANK``. More processes per
 node than GPUs is refused up front, on every rank, with a message that says what to do
-(fewer processes, or ``train.device: cpu``): sharing a GPU between processes is not an
+(fewer processes, or the CPU): sharing a GPU between processes is not an
 option, as NCCL refuses two ranks on one device, and it would not train faster anyway.
 """
 
@@ -19,8 +20,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import ArgumentError
-from ..runtime import resolve_device
+from .errors import ArgumentError, UserError
+from .runtime import resolve_device
+
+
+class PeerLost(UserError):
+    """Another process of a torchrun run stopped while this one waited for it."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,30 @@ class Distributed:
             print(message, file=sys.stderr, flush=True)
 
     def barrier(self) -> None:
-        if self.enabled:
+        """Wait for every process; one that died (killed, out of memory, an error) is a
+        :class:`PeerLost` here rather than gloo's connection error or a hang."""
+        if not self.enabled:
+            return
+        try:
             dist.barrier()
+        except RuntimeError as error:  # gloo: "Connection closed by peer"; NCCL: a DistBackendError
+            raise PeerLost(f"process {self.rank} of {self.world}: another process of this run stopped before "
+                           f"finishing ({str(error).splitlines()[0][:200]})") from None
+
+    def agree(self, decide) -> None:
+        """Run ``decide()`` on rank 0 only; a :class:`UserError` it raises is raised on every
+        rank (each process then stops with the same one-line message, none waits forever)."""
+        message = None
+        if self.is_main:
+            try:
+                decide()
+            except UserError as error:
+                if not self.enabled:
+                    raise
+                message = str(error)
+        message = self.all_gather(message)[0]
+        if message is not None:
+            raise UserError(message)
 
     def all_gather(self, value) -> list:
         """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
@@ -64,11 +91,13 @@ class Distributed:
         return bool(value.item())
 
 
-def choose_device(preference: str, local_rank: int = 0, local_world: int = 1) -> torch.device:
-    """``train.device`` (auto, cpu, cuda) for the process of ``local_rank``, one of
+def choose_device(preference: str | None, local_rank: int = 0, local_world: int = 1,
+                  cpu_option: str = "--set train.device=cpu") -> torch.device:
+    """The device (auto, cpu, cuda) for the process of ``local_rank``, one of
     ``local_world`` processes on this machine, chosen by
     :func:`captioner.runtime.resolve_device`. On CUDA, process ``local_rank`` gets
-    ``cuda:local_rank``; more processes than GPUs is an :class:`ArgumentError`."""
+    ``cuda:local_rank``; more processes than GPUs is an :class:`ArgumentError` that suggests
+    fewer processes or ``cpu_option`` (how the command asks for the CPU)."""
     device = resolve_device(preference)
     if device.type != "cuda":
         return device
@@ -78,7 +107,7 @@ def choose_device(preference: str, local_rank: int = 0, local_world: int = 1) ->
         raise ArgumentError(
             f"torchrun started {processes} processes on this machine but PyTorch sees {gpus} CUDA GPU(s), "
             f"and each process needs a GPU of its own: use torchrun --nproc_per_node={gpus}, "
-            "or --set train.device=cpu")
+            f"or {cpu_option}")
     return torch.device("cuda", local_rank)
 
 
@@ -90,12 +119,13 @@ def backend_for(device: torch.device) -> str:
     return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
-def setup(preference: str) -> Distributed:
+def setup(preference: str | None, cpu_option: str = "--set train.device=cpu") -> Distributed:
+    """This process's place in the run (joining the process group under torchrun)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Distributed(device=choose_device(preference))
+        return Distributed(device=choose_device(preference, cpu_option=cpu_option))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = choose_device(preference, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    device = choose_device(preference, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")), cpu_option)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
