@@ -37,7 +37,7 @@ def test_bundled_checkpoint_is_small_documented_and_loads_on_the_cpu():
     assert {k: checkpoint.decoding[k] for k in card_says} == card_says
     assert "beam size 5, length penalty 0.5, at most 16 words" in card
     assert "guided by the encoder's ImageNet classifier with threshold 0.5" in card
-    assert "says less when unsure (log-probability per word below -0.5; concept threshold 0.2)" in card
+    assert "says less when unsure (log-probability per word below -0.5; concept threshold 0.2;" in card
     words = len(checkpoint.vocab["itos"]) - 4  # without <pad> <start> <end> <unk>
     assert f"{words} words" in card
 
