@@ -36,6 +36,7 @@ from .decoding import DecodingSettings, require_method
 from .distributed import Distributed, setup, teardown
 from .errors import ArgumentError
 from .fileio import AtomicLineWriter, write_json_atomic
+from .formats import coco_image_ids, write_results
 from .metrics import score_captions
 
 BASELINES = ("nn", "frequent")
@@ -103,12 +104,15 @@ def _systems(captioner: Captioner, methods, guides, options: dict) -> list[Decod
 def evaluate(config, checkpoint: str | None, split: str = "test", methods: list[str] = ("beam",),
              guides: list[str] = ("none",), baselines: list[str] = (), options: dict | None = None,
              device: str | None = None, json_out: str | None = None, predictions: str | None = None,
-             naming: str | None = None, show: bool = True, html: str | None = None) -> dict | None:
+             naming: str | None = None, show: bool = True, html: str | None = None,
+             predictions_format: str = "jsonl") -> dict | None:
     """Score the checkpoint (once per decoding method and guide) and the baselines on ``split``
     of ``config``'s data, and/or the object naming rate on the photos of ``naming``.
 
     ``options``: decoding settings that override the checkpoint's (beam size, length
-    penalty, guide threshold, ...). ``html``: a page with the scores and, by CIDEr-D, the best and
+    penalty, guide threshold, ...). ``predictions``: a folder for each system's captions,
+    ``SPLIT-SYSTEM.jsonl`` (with paths and references) or, with ``predictions_format="coco"``,
+    ``SPLIT-SYSTEM.json`` as coco-caption's ``loadRes`` reads it. ``html``: a page with the scores and, by CIDEr-D, the best and
     worst images with each system's caption beside the references
     (:func:`captioner.report_pages.write_evaluation_page`). Under torchrun the processes share
     the feature extraction and the decoding; process 0 scores, writes and returns the summary,
@@ -133,7 +137,8 @@ def evaluate(config, checkpoint: str | None, split: str = "test", methods: list[
         if html is not None and config is None:
             raise ArgumentError("--html shows the captions of a split: give --config")
         if config is not None:
-            scored, per_image = _score_split(captioner, config, split, systems, baselines, predictions, show, info)
+            scored, per_image = _score_split(captioner, config, split, systems, baselines,
+                                             (predictions, predictions_format), show, info)
             summary.update(scored)
             if html is not None and info.is_main:
                 from .report_pages import write_evaluation_page
@@ -192,20 +197,33 @@ def _score_split(captioner, config, split, systems, baselines, predictions, show
         outputs["frequent"] = [frequent] * len(test_rows)
     results = {name: score_captions(dict(zip(ids, captions)), references).to_dict()
                for name, captions in outputs.items()}
-    if predictions:
-        folder = Path(predictions)
-        for name, captions in outputs.items():
-            with AtomicLineWriter(folder / f"{split}-{name}.jsonl") as writer:
-                for row, caption in zip(test_rows, captions):
-                    writer.write(json.dumps({"image_id": records[row].image_id, "path": records[row].image_path,
-                                             "caption": caption, "references": records[row].raw},
-                                            ensure_ascii=False))
+    folder, fmt = predictions
+    if folder:
+        _write_predictions(Path(folder), fmt, split, outputs, [records[row] for row in test_rows])
     per_image = [{"path": records[row].image_path, "references": records[row].raw,
                   "captions": {name: captions[k] for name, captions in outputs.items()},
                   "cider": {name: results[name]["per_image"][str(records[row].image_id)].get("CIDEr-D", 0.0)
                             for name in outputs}}
                  for k, row in enumerate(test_rows)]
     return {"data": config.data.path, "split": split, "images": len(test_rows), "systems": results}, per_image
+
+
+def _write_predictions(folder: Path, fmt: str, split: str, outputs: dict[str, list[str]], records: list) -> None:
+    """Each system's captions of ``records``: JSON lines with paths and references, or a COCO
+    results file (image ids: the dataset's when they are numbers, else the number in the file name)."""
+    if fmt == "coco":
+        numbered = [r for r in records if not r.image_id.isdigit()]
+        from_names = coco_image_ids([r.image_path for r in numbered]) if numbered else {}
+        ids = {r.image_path: int(r.image_id) if r.image_id.isdigit() else from_names[r.image_path] for r in records}
+        for name, captions in outputs.items():
+            results = [{"path": r.image_path, "captions": [{"caption": c}]} for r, c in zip(records, captions)]
+            write_results(folder / f"{split}-{name}.json", results, "coco", ids)
+        return
+    for name, captions in outputs.items():
+        with AtomicLineWriter(folder / f"{split}-{name}.jsonl") as writer:
+            for record, caption in zip(records, captions):
+                writer.write(json.dumps({"image_id": record.image_id, "path": record.image_path, "caption": caption,
+                                         "references": record.raw}, ensure_ascii=False))
 
 
 def _interleave(shares: list[list]) -> list:

@@ -103,6 +103,15 @@ def test_evaluate_scores_every_system_with_the_decoding_it_used(trained, tmp_pat
     assert sorted(shown) == sorted(greedy) and "9 best by CIDEr-D of greedy" in page and "worst" not in page
     assert [cider[name] for name in shown] == sorted(cider.values(), reverse=True)
     assert html.escape(greedy[shown[0]]["caption"]) in page
+    # the same predictions as COCO results files, as coco-caption's loadRes reads them
+    coco = tmp_path / "coco"
+    assert main(["evaluate", "--config", str(config), "--checkpoint", str(checkpoint), "--split", "test",
+                 "--method", "greedy", "--max-length", "7", "--predictions", str(coco),
+                 "--predictions-format", "coco", "--quiet"]) == 0
+    results = json.loads((coco / "test-greedy.json").read_text())
+    assert [sorted(r) for r in results] == [["caption", "image_id"]] * 9
+    assert {r["image_id"]: r["caption"] for r in results} == \
+        {int(row["image_id"]): row["caption"] for row in greedy.values()}
     assert f"{scores['nn']['CIDEr-D']:.1f}" in page
 
 

@@ -28,6 +28,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the scores as JSON")
     p.add_argument("--predictions", metavar="DIR", help="write per-image predictions as JSONL files here")
+    p.add_argument("--predictions-format", choices=("jsonl", "coco"), default="jsonl",
+                   help="coco: each system's predictions as a COCO results file (SPLIT-SYSTEM.json), as "
+                        "`caption --format coco` writes and --results reads")
     p.add_argument("--html", metavar="FILE", help="write a page: the scores, and the best and worst 50 images by "
                                                   "CIDEr-D with each system's caption beside the references")
     p.add_argument("--results", metavar="RESULTS",
@@ -63,6 +66,7 @@ def run(args) -> int:
         config, args.checkpoint, split=args.split, methods=args.method or [None], guides=args.guide or [None],
         baselines=args.baseline, options=options, device=args.device, json_out=args.json_out,
         predictions=args.predictions, naming=args.naming, show=not args.quiet, html=args.html,
+        predictions_format=args.predictions_format,
     )
     if summary is not None:  # under torchrun, process 0 reports
         print(format_table(summary))
