@@ -128,6 +128,15 @@ class Captioner:
         # The guide and the proxy table are shared by every call: a server captions from several threads.
         self._shared = threading.RLock()
 
+    def __getstate__(self) -> dict:  # copies (copy.deepcopy, pickling) get a lock of their own
+        state = self.__dict__.copy()
+        state.pop("_shared", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._shared = threading.RLock()
+
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None = None, device: str | torch.device | None = None,
                         runtime: str = "torch") -> "Captioner":
