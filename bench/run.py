@@ -12,6 +12,7 @@ when there is a GPU; `--quick` runs every row small to check that they work, not
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 import traceback
@@ -26,14 +27,12 @@ from modes import add_mode_flags, mode_flag  # noqa: E402
 from captioner.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 
 
-def _rows_1_2_4(mode):
-    import bench_captioning
-    return bench_captioning.rows(mode)
-
-
-def _rows_3_7(mode):
-    import bench_training
-    return bench_training.rows(mode)
+def _module_rows(name: str):
+    """The rows of a bench module whose ``rows(mode)`` reports them as they are."""
+    def rows(mode):
+        return importlib.import_module(name).rows(mode)
+    rows.__name__ = name  # what the progress line and an error row say
+    return rows
 
 
 def _row_5(mode):
@@ -45,31 +44,6 @@ def _row_5(mode):
     return rows
 
 
-def _row_10(mode):
-    import bench_greedy
-    return bench_greedy.rows(mode)
-
-
-def _row_11(mode):
-    import bench_beam
-    return bench_beam.rows(mode)
-
-
-def _row_12(mode):
-    import bench_explain
-    return bench_explain.rows(mode)
-
-
-def _row_13(mode):
-    import bench_onnx
-    return bench_onnx.rows(mode)
-
-
-def _row_14(mode):
-    import bench_processes
-    return bench_processes.rows(mode)
-
-
 def _row_6(mode):
     import bench_visualize
     row = bench_visualize.row_filters(mode)
@@ -78,9 +52,11 @@ def _row_6(mode):
     return [row]
 
 
-GROUPS = {"1": _rows_1_2_4, "2": _rows_1_2_4, "4": _rows_1_2_4, "8": _rows_1_2_4, "9": _rows_1_2_4, "3": _rows_3_7,
-          "7": _rows_3_7, "5": _row_5, "6": _row_6, "10": _row_10,
-          "11": _row_11, "12": _row_12, "13": _row_13, "14": _row_14}
+_captioning, _training = _module_rows("bench_captioning"), _module_rows("bench_training")
+GROUPS = {"1": _captioning, "2": _captioning, "4": _captioning, "8": _captioning, "9": _captioning,
+          "3": _training, "7": _training, "5": _row_5, "6": _row_6, "10": _module_rows("bench_greedy"),
+          "11": _module_rows("bench_beam"), "12": _module_rows("bench_explain"), "13": _module_rows("bench_onnx"),
+          "14": _module_rows("bench_processes")}
 
 
 MODE_NOTE = {"full": "", "quick": " (quick mode: small sizes, for checking that the rows run, not for the figures)",
