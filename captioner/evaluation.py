@@ -212,8 +212,8 @@ def _write_predictions(folder: Path, fmt: str, split: str, outputs: dict[str, li
     """Each system's captions of ``records``: JSON lines with paths and references, or a COCO
     results file (image ids: the dataset's when they are numbers, else the number in the file name)."""
     if fmt == "coco":
-        numbered = [r for r in records if not r.image_id.isdigit()]
-        from_names = coco_image_ids([r.image_path for r in numbered]) if numbered else {}
+        unnumbered = [r for r in records if not r.image_id.isdigit()]
+        from_names = coco_image_ids([r.image_path for r in unnumbered]) if unnumbered else {}
         ids = {r.image_path: int(r.image_id) if r.image_id.isdigit() else from_names[r.image_path] for r in records}
         for name, captions in outputs.items():
             results = [{"path": r.image_path, "captions": [{"caption": c}]} for r, c in zip(records, captions)]
