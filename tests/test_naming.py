@@ -40,8 +40,20 @@ class TinyHierarchy:
         "storage.n.01": (["storage"], ["entity.n.01"]),
         "container.n.01": (["container"], ["storage.n.01"]),
         "box.n.01": (["box"], ["container.n.01"]),
+        # figurative kinds of people, each word also (and first) something else
+        "cad.n.01": (["cad", "dog"], ["person.n.01"]),
+        "star.n.01": (["star"], ["object.n.01"]),
+        "star.n.04": (["star"], ["person.n.01"]),
+        "ace.n.03": (["ace"], ["person.n.01"]),
+        "ace.n.01": (["ace"], ["object.n.01"]),
+        # a tree whose word is more often its wood
+        "tree.n.01": (["tree"], ["organism.n.01"]),
+        "oak.n.02": (["oak"], ["object.n.01"]),
+        "oak.n.01": (["oak"], ["tree.n.01"]),
     }
     IRREGULAR = {"mouse": ["mice"], "man": ["men"], "woman": ["women"], "child": ["children"]}
+    #: tagged counts of (word, sense); senses not listed were never tagged
+    COUNTS = {("dog", "dog.n.01"): 42, ("oak", "oak.n.02"): 5, ("oak", "oak.n.01"): 1}
 
     def lemmas(self, synset):
         return self.NODES[synset][0]
@@ -54,6 +66,10 @@ class TinyHierarchy:
 
     def irregular_plurals(self, lemma):
         return self.IRREGULAR.get(lemma, [])
+
+    def sense_counts(self, lemma):  # senses in the order NODES lists them
+        return {name: self.COUNTS.get((lemma, name), 0) for name, (lemmas, _) in self.NODES.items()
+                if lemma in lemmas}
 
 
 H = TinyHierarchy()
@@ -104,6 +120,21 @@ def test_person_label_accepts_kinds_of_people_and_irregular_plurals():
     assert {"person", "persons", "man", "men", "woman", "women", "child", "children", "kid", "kids",
             "astronaut", "spaceman", "spacemen", "people"} <= names
     assert "organism" not in names
+
+
+def test_a_kind_of_person_counts_only_in_its_most_common_sense():
+    names = set(accepted_names("person.n.01", H))
+    # "dog" is most often the animal: "a dog" does not name a person, "a cad" does
+    assert "cad" in names and "dog" not in names and "dogs" not in names
+    # equally common senses: the one listed first decides
+    assert "ace" in names and "star" not in names
+    # the animal itself keeps its name
+    assert "dog" in accepted_names("dog.n.01", H)
+
+
+def test_other_labels_keep_rarer_senses_of_their_kinds():
+    # "oak" is more often the wood, but a caption saying "an oak" names the tree
+    assert {"oak", "oaks"} <= set(accepted_names("tree.n.01", H))
 
 
 def test_irregular_plural_from_the_hierarchy():

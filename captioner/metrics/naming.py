@@ -7,7 +7,13 @@ naming it, computed once at build time by :func:`accepted_names`:
 1. the label's own lemmas (its synonyms): ``cat``, ``true cat``;
 2. the lemmas of every hyponym, at any depth (more specific names): ``tabby``, ``house cat``,
    ``golden retriever`` for a dog; for ``person.n.01`` this brings ``man``, ``woman``,
-   ``child``, ``boy``, ``girl``, ``astronaut``...;
+   ``child``, ``boy``, ``girl``, ``astronaut``... WordNet also files thousands of figurative
+   uses of everyday nouns as kinds of people: ``dog`` (a man), ``suit`` (a businessman),
+   ``image`` (a look-alike), ``star``, ``bear``. For the labels in :data:`FIGURATIVE_KINDS`
+   a hyponym's word therefore counts only when its most common sense (WordNet's tagged sense
+   counts, :meth:`Hierarchy.sense_counts`, ties in WordNet's own order) is one of those kinds:
+   "a man" names a person, "a dog" and "a suit" do not. Other labels keep every hyponym's
+   word, rarer senses included ("an oak" names a tree though ``oak`` is also a wood);
 3. the lemmas of close parents: hypernyms (and instance hypernyms) at distance 1 or 2, except
    the generic ones in :data:`GENERIC` (``animal``, ``object``, ``device``, ``food``...). A
    generic parent also ends the climb: its own parents are not looked at. ``feline`` and
@@ -22,6 +28,7 @@ tokens in the caption, so ``cat`` never matches ``catalog``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +59,10 @@ EXTRA_NAMES: Mapping[str, tuple[str, ...]] = {
     "cat.n.01": ("kitten", "kittens"),
 }
 
+#: Labels whose hyponyms' words need to be used in their most common sense to name the label
+#: (see the module docstring): WordNet files many figurative senses of other nouns under them.
+FIGURATIVE_KINDS = frozenset({"person.n.01"})
+
 #: How many hypernym steps up a parent may be and still name the object.
 PARENT_DISTANCE = 2
 
@@ -70,6 +81,10 @@ class Hierarchy(Protocol):
 
     def irregular_plurals(self, lemma: str) -> Sequence[str]:
         """Plurals the regular rules of :func:`plurals` get wrong (``mouse`` -> ``mice``)."""
+
+    def sense_counts(self, lemma: str) -> Mapping[str, int]:
+        """Every noun synset with ``lemma`` among its lemmas, in the hierarchy's order of
+        senses, and how often that sense of the word was tagged in a corpus (0 when never)."""
 
 
 def plurals(noun: str, irregular: Sequence[str] = ()) -> list[str]:
@@ -125,11 +140,36 @@ def close_parents(synset: str, hierarchy: Hierarchy, generic: Iterable[str] = GE
     return [p for p in dict.fromkeys(found) if p != synset]
 
 
+def _most_common_sense(lemma: str, hierarchy: Hierarchy) -> str:
+    """The synset of ``lemma``'s most often tagged noun sense; ties go to the one listed first."""
+    senses = list(hierarchy.sense_counts(lemma).items())
+    return max(enumerate(senses), key=lambda item: (item[1][1], -item[0]))[1][0]
+
+
+def _is_kind_of(synset: str, label: str, hierarchy: Hierarchy) -> bool:
+    """Whether ``label`` is ``synset`` or one of its hypernyms (instance hypernyms included)."""
+    seen, stack = {synset}, [synset]
+    while stack:
+        current = stack.pop()
+        if current == label:
+            return True
+        for parent in hierarchy.hypernyms(current):
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return False
+
+
 def accepted_names(synset: str, hierarchy: Hierarchy, generic: Iterable[str] = GENERIC) -> list[str]:
     """The phrases that name ``synset`` in a caption (the rule is in the module docstring),
     sorted and without duplicates."""
-    related = [synset, *_descendants(synset, hierarchy), *close_parents(synset, hierarchy, generic)]
-    names = {p for s in related for lemma in hierarchy.lemmas(s) for p in _phrases(lemma, hierarchy)}
+    descendants = _descendants(synset, hierarchy)
+    own = {lemma for s in (synset, *close_parents(synset, hierarchy, generic)) for lemma in hierarchy.lemmas(s)}
+    kinds = {lemma for s in descendants for lemma in hierarchy.lemmas(s)} - own
+    if synset in FIGURATIVE_KINDS:
+        kinds = {lemma for lemma in kinds if _is_kind_of(_most_common_sense(lemma, hierarchy), synset, hierarchy)}
+    lemmas = own | kinds
+    names = {p for lemma in lemmas for p in _phrases(lemma, hierarchy)}
     names.update(EXTRA_NAMES.get(synset, ()))
     return sorted(names)
 
@@ -163,16 +203,25 @@ class WordNetHierarchy:
                     self._irregular.setdefault(base, []).append(plural.replace("_", " "))
         return self._irregular.get(lemma.lower(), [])
 
+    def sense_counts(self, lemma: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self.wn.lemmas(lemma, pos="n"):  # the same word may be filed twice ("Fox", "fox")
+            name = item.synset().name()
+            counts[name] = max(counts.get(name, 0), item.count())
+        return counts
+
 
 def names_object(caption: str, accepted: Sequence[str]) -> bool:
     """True when some accepted phrase occurs in the caption as consecutive whole tokens."""
     tokens = tokenize(caption)
-    for phrase in accepted:
-        words = tokenize(phrase)
-        n = len(words)
-        if n and any(tokens[i:i + n] == words for i in range(len(tokens) - n + 1)):
-            return True
-    return False
+    runs = {tuple(tokens[i:j]) for i in range(len(tokens)) for j in range(i + 1, len(tokens) + 1)}
+    return any(_phrase_tokens(phrase) in runs for phrase in accepted)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _phrase_tokens(phrase: str) -> tuple[str, ...]:
+    # a person label accepts some 19,000 phrases: tokenize each once, not once per caption
+    return tuple(tokenize(phrase))
 
 
 @dataclass(frozen=True)
