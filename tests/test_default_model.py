@@ -32,10 +32,10 @@ def test_bundled_checkpoint_is_small_documented_and_loads_on_the_cpu():
     for name in ("GPL-2.0-or-later", "CC BY-SA 4.0", "public domain", "captioner train --config configs/offline.yaml"):
         assert name in card, name
     # the card describes this file: its default decoding and its vocabulary
-    card_says = {"method": "beam", "beam_size": 5, "length_penalty": 0.5, "max_length": 16, "guide": "imagenet",
+    card_says = {"method": "beam", "beam_size": 5, "length_penalty": 0.25, "max_length": 16, "guide": "imagenet",
                  "guide_threshold": 0.5, "unsure_below": -0.5, "unsure_threshold": 0.2}
     assert {k: checkpoint.decoding[k] for k in card_says} == card_says
-    assert "beam size 5, length penalty 0.5, at most 16 words" in card
+    assert "beam size 5, length penalty 0.25, at most 16 words" in card
     assert "guided by the encoder's ImageNet classifier with threshold 0.5" in card
     assert "says less when unsure (log-probability per word below -0.5; concept threshold 0.2;" in card
     words = len(checkpoint.vocab["itos"]) - 4  # without <pad> <start> <end> <unk>
