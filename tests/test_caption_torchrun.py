@@ -65,6 +65,35 @@ def captioned(stdout: str) -> set[str]:
     return {line.split("\t")[0] for line in stdout.splitlines()}
 
 
+class WriteRecorder:
+    """A stdout that keeps each write call apart."""
+
+    def __init__(self):
+        self.writes = []
+
+    def write(self, text):
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+@pytest.mark.parametrize("fmt, records", [([], 39), (["--jsonl", "-"], 40)])  # JSON records the failure too
+def test_each_image_is_one_write_of_whole_lines(run, monkeypatch, fmt, records):
+    """torchrun sets PYTHONUNBUFFERED, so every write call is a write to the pipe the processes
+    share: a line written in two calls (its text, then its newline) can be cut by another's."""
+    root, args = run
+    stdout = WriteRecorder()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main([*args[:2], *args[2:4], "--quiet", *fmt]) == 1
+    writes = [w for w in stdout.writes if w]
+    assert len(writes) == records and all(w.endswith("\n") and w.count("\n") == 1 for w in writes)
+
+
 @pytest.mark.slow
 def test_two_processes_write_what_one_writes(run, tmp_path):
     root, args = run

@@ -99,8 +99,9 @@ def _caption(args, options, paths, json_to_stdout, out, fmt, image_ids, info) ->
                            f"words ({_forced_words(result)}): no caption of at most {settings.max_length} words "
                            "has them all", file=sys.stderr)
             lines = [json.dumps(record, ensure_ascii=False)] if json_to_stdout else tsv_lines(record)
-            if lines:
-                print("\n".join(lines), flush=True)
+            if lines:  # one write per image: under torchrun the processes share stdout
+                sys.stdout.write("".join(line + "\n" for line in lines))
+                sys.stdout.flush()
             if sheet:
                 sheet.add(record)
     merged = job.finish()  # the output file, from every process's parts
