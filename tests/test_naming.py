@@ -132,6 +132,13 @@ def test_a_kind_of_person_counts_only_in_its_most_common_sense():
     assert "dog" in accepted_names("dog.n.01", H)
 
 
+def test_a_kind_of_person_without_known_senses_keeps_its_name():
+    class NoSenses(TinyHierarchy):
+        def sense_counts(self, lemma):
+            return {}
+    assert {"cad", "dog", "star"} <= set(accepted_names("person.n.01", NoSenses()))
+
+
 def test_other_labels_keep_rarer_senses_of_their_kinds():
     # "oak" is more often the wood, but a caption saying "an oak" names the tree
     assert {"oak", "oaks"} <= set(accepted_names("tree.n.01", H))

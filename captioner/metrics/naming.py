@@ -140,10 +140,14 @@ def close_parents(synset: str, hierarchy: Hierarchy, generic: Iterable[str] = GE
     return [p for p in dict.fromkeys(found) if p != synset]
 
 
-def _most_common_sense(lemma: str, hierarchy: Hierarchy) -> str:
-    """The synset of ``lemma``'s most often tagged noun sense; ties go to the one listed first."""
+def _usual_sense_is_a(lemma: str, label: str, hierarchy: Hierarchy) -> bool:
+    """Whether ``lemma``'s most often tagged noun sense (ties: the one listed first) is a kind
+    of ``label``; a word the hierarchy has no senses for is given the benefit of the doubt."""
     senses = list(hierarchy.sense_counts(lemma).items())
-    return max(enumerate(senses), key=lambda item: (item[1][1], -item[0]))[1][0]
+    if not senses:
+        return True
+    usual = max(enumerate(senses), key=lambda item: (item[1][1], -item[0]))[1][0]
+    return _is_kind_of(usual, label, hierarchy)
 
 
 def _is_kind_of(synset: str, label: str, hierarchy: Hierarchy) -> bool:
@@ -167,7 +171,7 @@ def accepted_names(synset: str, hierarchy: Hierarchy, generic: Iterable[str] = G
     own = {lemma for s in (synset, *close_parents(synset, hierarchy, generic)) for lemma in hierarchy.lemmas(s)}
     kinds = {lemma for s in descendants for lemma in hierarchy.lemmas(s)} - own
     if synset in FIGURATIVE_KINDS:
-        kinds = {lemma for lemma in kinds if _is_kind_of(_most_common_sense(lemma, hierarchy), synset, hierarchy)}
+        kinds = {lemma for lemma in kinds if _usual_sense_is_a(lemma, synset, hierarchy)}
     lemmas = own | kinds
     names = {p for lemma in lemmas for p in _phrases(lemma, hierarchy)}
     names.update(EXTRA_NAMES.get(synset, ()))
