@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The whole suite, slow tests included (what CI runs): about 7 minutes on a 2-core machine (1,075 tests), and no
+# The whole suite, slow tests included (what CI runs): about 7 minutes on a 2-core machine (1,076 tests), and no
 # test has a time limit that a busy machine can reach. test-fast leaves out the tests marked slow
 # (over about 10 s each; pyproject.toml), for quick local runs.
 test: $(STAMP) browser
