@@ -222,9 +222,10 @@ def names_object(caption: str, accepted: Sequence[str]) -> bool:
     return any(_phrase_tokens(phrase) in runs for phrase in accepted)
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=None)
 def _phrase_tokens(phrase: str) -> tuple[str, ...]:
-    # a person label accepts some 19,000 phrases: tokenize each once, not once per caption
+    # a person label accepts some 19,000 phrases: tokenize each once, not once per caption (unbounded:
+    # a bounded LRU cycled through lists larger than itself would miss every time; WordNet is finite)
     return tuple(tokenize(phrase))
 
 
